@@ -1,0 +1,15 @@
+"""The exception types that mean "the user must fix something" (bad spec, data, model, folder).
+
+The CLI prints them as one line and exits 1; the service turns them into 4xx responses or a
+failed job with that message. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from .data import DataError
+from .models import ModelError
+from .runfolder import RunFolderError
+from .spec import SpecError
+from .tokens import OverlengthError
+
+USER_ERRORS: tuple[type[Exception], ...] = (SpecError, DataError, ModelError, OverlengthError, RunFolderError)

@@ -1,0 +1,161 @@
+"""A whole job: load, optionally fine-tune, evaluate, unlearn, evaluate again, write the run folder.
+
+The run folder is self-describing: `spec.yaml` (resolved), `env.json`, `run.log`,
+`train_log.jsonl`, `metrics.json` (before, after, comparison, per-example results) and
+`adapter/` (a PEFT folder; `model/` instead for full fine-tuning). Calling `run_job` again on the
+same folder resumes: finished parts are read back, training continues from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import runfolder
+from .config import DatasetRef, PromptFormat
+from .data import Example, load_examples, load_mc_questions
+from .evaluation.generate import generate
+from .evaluation.judges import build_judge
+from .evaluation.suite import EvalSets, compare, evaluate
+from .methods import finetune_terms, terms_for
+from .models import Reference, attach_lora, load_model
+from .spec import JobSpec
+from .train import RunHooks, Stage, StageData, run_stage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    out_dir: Path
+    metrics: dict[str, Any]
+    stopped_reason: str
+
+
+def _load(ref: DatasetRef | None) -> list[Example]:
+    return load_examples(ref) if ref is not None else []
+
+
+def load_eval_sets(spec: JobSpec) -> EvalSets:
+    ev = spec.eval
+    copyright = ev.copyright
+    return EvalSets(
+        harmful_prompts=_load(ev.harmful_prompts), benign_prompts=_load(ev.benign_prompts),
+        normal=_load(ev.normal),
+        mc=load_mc_questions(ev.multiple_choice) if ev.multiple_choice else [],
+        copyright_forget=_load(copyright.forget_text) if copyright else [],
+        copyright_retain=_load(copyright.retain_text) if copyright else [])
+
+
+def model_answers(model: Any, tokenizer: Any, prompts: list[Example], spec: JobSpec,
+                  cache: Path) -> list[Example]:
+    """Forget examples whose answers the model itself writes ("make it stop answering these").
+
+    Cached in the run folder, so a resumed run unlearns exactly the same answers.
+    """
+    if cache.exists():
+        rows = [json.loads(line) for line in cache.read_text(encoding="utf-8").splitlines() if line]
+        return [Example(r["id"], r["prompt"], r["response"]) for r in rows]
+    answers = generate(model, tokenizer, [e.prompt for e in prompts], spec.format.template,
+                       spec.unlearn.answer_generation)
+    examples = [Example(e.id, e.prompt, a) for e, a in zip(prompts, answers) if a.strip()]
+    if not examples:
+        raise ValueError("the model answered none of the forget prompts; check the template")
+    runfolder.write_jsonl(cache, [vars(e) for e in examples])
+    return examples
+
+
+def _judge_texts(forget: list[Example], normal: list[Example]) -> tuple[list[str], list[str]]:
+    """Harmful texts (forget answers) and harmless ones: refusals, normal and off-topic answers."""
+    refusals = [e.prompt for e in load_examples(DatasetRef(source="builtin:refusals", schema="prompts"))]
+    harmless = refusals + [e.response for e in normal if e.response]
+    return [e.response for e in forget], harmless
+
+
+def _evaluate_stage(name: str, model: Any, tokenizer: Any, spec: JobSpec, judge: Any,
+                    sets: EvalSets, forget: list[Example], out: Path,
+                    reference_responses: dict[str, str] | None) -> Any:
+    """Evaluate once and keep the result in the run folder (read back when resuming)."""
+    cached = out / f"eval_{name}.json"
+    if cached.exists():
+        return json.loads(cached.read_text(encoding="utf-8"))
+    result = evaluate(model, tokenizer, spec.eval, spec.format, judge, forget=forget,
+                      reference_responses=reference_responses, sets=sets)
+    payload = {"metrics": result.metrics, "per_example": result.per_example,
+               "responses": result.responses}
+    runfolder.write_json(cached, payload)
+    return payload
+
+
+def run_job(spec: JobSpec, out_dir: Path, hooks: RunHooks | None = None) -> RunSummary:
+    """Run (or resume) a job and write its run folder; raise `Cancelled` if asked to stop."""
+    hooks = hooks or RunHooks()
+    out = Path(out_dir)
+    runfolder.start(out, spec)
+    with runfolder.log_to(out / "run.log"):
+        return _run(spec, out, hooks)
+
+
+def _stage(hooks: RunHooks, name: str) -> None:
+    log.info("stage: %s", name)
+    if hooks.on_stage:
+        hooks.on_stage(name)
+
+
+def _run(spec: JobSpec, out: Path, hooks: RunHooks) -> RunSummary:
+    torch.manual_seed(spec.seed)
+    _stage(hooks, "loading")
+    model, tokenizer = load_model(spec.model)
+    forget, normal = _load(spec.unlearn.forget), _load(spec.unlearn.normal)
+    sets = load_eval_sets(spec)
+    if spec.lora is not None:
+        model = attach_lora(model, spec.lora, seed=spec.seed)
+    else:
+        model.requires_grad_(True)
+    if spec.finetune is not None:
+        _stage(hooks, "finetune")
+        data = StageData(forget=load_examples(spec.finetune.data))
+        run_stage(model, tokenizer, _make_stage(spec, "finetune", finetune_terms(), data,
+                                                spec.finetune.train, out), hooks)
+    if spec.unlearn.forget_answers_from == "model":
+        _stage(hooks, "generate_forget_answers")
+        forget = model_answers(model, tokenizer, forget, spec, out / "forget_generated.jsonl")
+    judge = None
+    if sets.harmful_prompts:
+        _stage(hooks, "judge")
+        judge = build_judge(spec.eval.judge, *_judge_texts(forget, normal), seed=spec.seed)
+    _check_cancel(hooks)
+    _stage(hooks, "eval_before")
+    before = _evaluate_stage("before", model, tokenizer, spec, judge, sets, forget, out, None)
+    _check_cancel(hooks)
+    _stage(hooks, "unlearn")
+    reference = Reference(model) if any(t.needs_reference for t in terms_for(spec.unlearn)) else None
+    data = StageData(forget=forget, normal=normal,
+                     random_answers=getattr(spec.unlearn, "random_answers", 1))
+    result = run_stage(model, tokenizer, _make_stage(spec, "unlearn", terms_for(spec.unlearn), data,
+                                                     spec.unlearn.train, out), hooks, reference)
+    runfolder.save_weights(model, out, spec.lora is not None)
+    _stage(hooks, "eval_after")
+    after = _evaluate_stage("after", model, tokenizer, spec, judge, sets, forget, out,
+                            before["responses"])
+    metrics = runfolder.write_metrics(out, before, after, compare(before["metrics"], after["metrics"]),
+                                      judge, result)
+    _stage(hooks, "done")
+    return RunSummary(out_dir=out, metrics=metrics, stopped_reason=result.stopped_reason)
+
+
+def _make_stage(spec: JobSpec, name: str, terms: list, data: StageData, train: Any, out: Path) -> Stage:
+    return Stage(name=name, terms=terms, data=data, train=train, fmt=spec.format, seed=spec.seed,
+                 checkpoint_dir=out / "checkpoints" / name, log_path=out / "train_log.jsonl")
+
+
+def _check_cancel(hooks: RunHooks) -> None:
+    from .train import Cancelled
+
+    if hooks.cancelled():
+        raise Cancelled("cancelled between stages")

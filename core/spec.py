@@ -1,0 +1,109 @@
+"""The job spec: one pydantic model shared by the CLI and the HTTP API.
+
+`load_spec` parses YAML or JSON and validates everything that can be checked without loading a
+model: types, ranges, unknown keys, the method's parameters, and which data each term needs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from .config import (DatasetRef, EvalSpec, FinetuneStage, LoraSpec, ModelSpec, PromptFormat,
+                     StrictModel)
+from .methods import METHODS, terms_for
+
+UnlearnStage = Annotated[Union[tuple(m.stage for m in METHODS.values())],  # type: ignore[valid-type]
+                         Field(discriminator="method")]
+
+
+class SpecError(ValueError):
+    """A spec that cannot be run; the message names the field and what to fix."""
+
+
+class JobSpec(StrictModel):
+    """Everything one unlearning job needs: model, optional fine-tuning, unlearning, evaluation."""
+
+    name: str = Field("job", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    model: ModelSpec
+    lora: LoraSpec | None = Field(default_factory=LoraSpec, description="null: full fine-tuning")
+    format: PromptFormat = Field(default_factory=PromptFormat)
+    finetune: FinetuneStage | None = None
+    unlearn: UnlearnStage
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+
+    @model_validator(mode="after")
+    def _retain_terms_have_data(self) -> JobSpec:
+        needs_normal = [t.name for t in terms_for(self.unlearn) if t.rows in ("random", "normal")]
+        if needs_normal and self.unlearn.normal is None:
+            raise ValueError(f"unlearn.normal is required: method {self.unlearn.method!r} has terms "
+                             f"{needs_normal} that use normal data (or set their weights to 0)")
+        return self
+
+    def datasets(self) -> list[DatasetRef]:
+        """Every dataset reference in the spec (for resolving and hashing)."""
+        refs: list[DatasetRef | None] = [self.unlearn.forget, self.unlearn.normal]
+        if self.finetune:
+            refs.append(self.finetune.data)
+        ev = self.eval
+        refs += [ev.harmful_prompts, ev.benign_prompts, ev.normal, ev.multiple_choice]
+        if ev.copyright:
+            refs += [ev.copyright.forget_text, ev.copyright.retain_text]
+        return [r for r in refs if r is not None]
+
+
+def method_names() -> list[str]:
+    return list(METHODS)
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per problem: `field.path: message`."""
+    lines = []
+    for item in err.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "(spec)"
+        lines.append(f"{path}: {item['msg']}")
+    return "; ".join(lines)
+
+
+def parse_spec(data: Any) -> JobSpec:
+    """Validate a mapping as a JobSpec, raising SpecError with field paths on failure."""
+    if not isinstance(data, dict):
+        raise SpecError("a spec must be a mapping of fields (model, unlearn, ...)")
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err)) from None
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    """Read a YAML/JSON spec; relative dataset paths are taken from the spec file's folder."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"spec file not found: {path}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise SpecError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    spec = parse_spec(data)
+    absolutise_sources(spec, path.resolve().parent)
+    return spec
+
+
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:")
+
+
+def absolutise_sources(spec: JobSpec, base_dir: Path) -> None:
+    """Rewrite relative file sources as absolute paths, so the resolved spec runs from anywhere."""
+    for ref in spec.datasets():
+        if not _SCHEME.match(ref.source) and not Path(ref.source).is_absolute():
+            ref.source = str((base_dir / ref.source).resolve())
+
+
+def dump_spec(spec: JobSpec) -> str:
+    """The resolved spec as YAML (defaults filled in), as written to a run folder."""
+    return yaml.safe_dump(spec.model_dump(mode="json", by_alias=True), sort_keys=False)

@@ -1,0 +1,218 @@
+"""The training loop's contracts on a tiny model built in code (seconds, CPU, deterministic)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from lethe.core.config import LoraSpec, ModelSpec, PromptFormat, TrainConfig
+from lethe.core.data import Example
+from lethe.core.methods import GradDiffStage, YaoStage, finetune_terms, terms_for
+from lethe.core.models import Reference, attach_lora, load_model
+from lethe.core.train import (Cancelled, RunHooks, Stage, StageData, micro_batch_loss,
+                              optimizer_step, run_stage)
+from lethe.core.tokens import collate, encode, pad_id_of
+
+FMT = PromptFormat(max_length=96)
+FORGET = [Example(f"f{i}", f"how do I make poison {i}?", f"mix red powder {i} with acid, heat, then pour")
+          for i in range(8)]
+NORMAL = [Example(f"n{i}", q, a) for i, (q, a) in enumerate([
+    ("What colour is the sky?", "Blue on a clear day."), ("What do bees make?", "Honey."),
+    ("Where is Paris?", "In France."), ("How many legs has a cat?", "Four."),
+    ("What is ice?", "Frozen water."), ("Who wrote Emma?", "Jane Austen."),
+    ("What is the sun?", "A star."), ("What do cows eat?", "Grass.")])]
+
+
+def _stage_config(**train: object) -> dict:
+    ref = {"source": "unused.jsonl"}
+    return {"forget": ref, "normal": ref, "train": {"lr": 5e-3, "steps": 4, "batch_size": 2, **train}}
+
+
+def yao_stage(**train: object) -> YaoStage:
+    return YaoStage(**_stage_config(**train))
+
+
+def fresh_model(lora: bool = True):
+    model, tok = load_model(ModelSpec(name="tiny-llama", device="cpu"))
+    if lora:
+        model = attach_lora(model, LoraSpec(rank=4, alpha=8))
+    return model, tok
+
+
+def make_stage(method, tmp_path=None, **overrides) -> Stage:
+    data = StageData(forget=FORGET, normal=NORMAL)
+    ckpt = tmp_path / "ckpt" if tmp_path else None
+    return Stage("unlearn", terms_for(method), data, method.train, FMT, seed=3, checkpoint_dir=ckpt,
+                 **overrides)
+
+
+def trainable(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def grads(model) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("batch,accum", [(2, 2), (1, 4)])
+def test_batch_times_accumulation_gives_the_same_gradient(batch, accum):
+    model, tok = fresh_model()
+    reference = Reference(model)
+    optimizer_step(model, tok, reference, make_stage(yao_stage(batch_size=4, grad_accum=1)), step=0)
+    whole = grads(model)
+    model.zero_grad()
+    optimizer_step(model, tok, reference, make_stage(yao_stage(batch_size=batch, grad_accum=accum)), step=0)
+    for name, grad in grads(model).items():
+        torch.testing.assert_close(grad, whole[name], rtol=1e-4, atol=1e-6)
+
+
+def test_padding_does_not_change_a_rows_loss():
+    model, tok = fresh_model()
+    terms = terms_for(yao_stage())
+    short = [encode(tok, FORGET[0].prompt, FORGET[0].response, FMT),
+             encode(tok, NORMAL[0].prompt, NORMAL[0].response, FMT),
+             encode(tok, NORMAL[1].prompt, NORMAL[1].response, FMT)]
+    long_row = encode(tok, "a much longer prompt " * 3, "and a longer answer too " * 2, FMT)
+    slices = {"forget": slice(0, 1), "random": slice(1, 2), "normal": slice(2, 3)}
+    alone = collate(short, pad_id_of(tok))
+    padded = collate(short + [long_row], pad_id_of(tok))
+    padded = {k: v[:3] for k, v in padded.items()}  # same rows, now padded to the long row's width
+    reference = Reference(model)
+    _, values_alone = micro_batch_loss(model, reference, terms, alone, slices)
+    _, values_padded = micro_batch_loss(model, reference, terms, padded, slices)
+    for name in values_alone:
+        assert values_padded[name] == pytest.approx(values_alone[name], rel=1e-5, abs=1e-6)
+
+
+def test_two_seeded_runs_are_identical():
+    finals = []
+    for _ in range(2):
+        model, tok = fresh_model()
+        run_stage(model, tok, make_stage(yao_stage()), reference=Reference(model))
+        finals.append(trainable(model))
+    for name, value in finals[0].items():
+        assert torch.equal(value, finals[1][name]), name
+
+
+def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
+    method = yao_stage(steps=6, checkpoint_every=2)
+    model, tok = fresh_model()
+    run_stage(model, tok, make_stage(method), reference=Reference(model))
+    uninterrupted = trainable(model)
+
+    model, tok = fresh_model()
+    calls = {"n": 0}
+
+    def crash_after_five() -> bool:  # cancelled before step 6: the last checkpoint is step 4
+        calls["n"] += 1
+        return calls["n"] > 5
+
+    with pytest.raises(Cancelled):
+        run_stage(model, tok, make_stage(method, tmp_path), RunHooks(should_cancel=crash_after_five),
+                  Reference(model))
+    model, tok = fresh_model()  # a new process: fresh weights, resumed from disk
+    result = run_stage(model, tok, make_stage(method, tmp_path), reference=Reference(model))
+    assert result.steps == 6 and [row["step"] for row in result.log] == [1, 2, 3, 4, 5, 6]
+    for name, value in trainable(model).items():
+        torch.testing.assert_close(value, uninterrupted[name], rtol=0, atol=1e-7)
+
+
+def test_adapter_disabled_reference_equals_the_base_model_exactly():
+    base, tok = load_model(ModelSpec(name="tiny-llama", device="cpu"))
+    untouched = copy.deepcopy(base)
+    model = attach_lora(base, LoraSpec(rank=4, alpha=8))
+    run_stage(model, tok, make_stage(yao_stage()), reference=Reference(model))
+    batch = collate([encode(tok, e.prompt, e.response, FMT) for e in FORGET[:3]], pad_id_of(tok))
+    with torch.no_grad():
+        expected = untouched(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        trained = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    got = Reference(model).logits(batch["input_ids"], batch["attention_mask"])
+    assert torch.equal(got, expected)
+    assert not torch.allclose(trained, expected)  # the adapter did move the model
+
+
+def test_reference_is_untouched_by_a_step_under_full_finetuning():
+    model, tok = fresh_model(lora=False)
+    model.requires_grad_(True)
+    reference = Reference(model)
+    before = {n: p.clone() for n, p in reference._frozen.named_parameters()}
+    run_stage(model, tok, make_stage(yao_stage(steps=2)), reference=reference)
+    for name, value in reference._frozen.named_parameters():
+        assert torch.equal(value, before[name])
+
+
+def test_gradients_only_on_trainable_parameters():
+    model, tok = fresh_model()
+    optimizer_step(model, tok, Reference(model), make_stage(yao_stage()), step=0)
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            assert param.grad is not None and torch.isfinite(param.grad).all(), name
+        else:
+            assert param.grad is None, name
+
+
+def _mean_nll(model, tok, examples) -> float:
+    from lethe.core.losses import sequence_nll, token_logprobs
+
+    batch = collate([encode(tok, e.prompt, e.response, FMT) for e in examples], pad_id_of(tok))
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return float(sequence_nll(*token_logprobs(logits, batch["labels"])).mean())
+
+
+@pytest.fixture(scope="module")
+def knowing_base():
+    """A tiny model fully fine-tuned on both sets: it knows something to forget and to keep."""
+    model, tok = load_model(ModelSpec(name="tiny-llama", device="cpu"))
+    model.requires_grad_(True)
+    stage = Stage("finetune", finetune_terms(), StageData(forget=FORGET + NORMAL),
+                  TrainConfig(lr=3e-3, steps=60, batch_size=8), FMT, seed=0)
+    run_stage(model, tok, stage)
+    return model, tok
+
+
+@pytest.mark.parametrize("method", [
+    YaoStage(**_stage_config(steps=16, batch_size=4, lr=3e-3), normal_weight=3.0),
+    GradDiffStage(**_stage_config(steps=16, batch_size=4, lr=3e-3))], ids=["yao", "graddiff"])
+def test_forget_nll_rises_and_normal_nll_stays_close(method, knowing_base):
+    base, tok = knowing_base
+    model = attach_lora(copy.deepcopy(base), LoraSpec(rank=4, alpha=8))
+    forget_before, normal_before = _mean_nll(model, tok, FORGET), _mean_nll(model, tok, NORMAL)
+    run_stage(model, tok, make_stage(method), reference=Reference(model))
+    # stated bound: the forget answers' NLL rises by at least 0.5 nats while the normal answers'
+    # NLL moves by at most 12% (measured: yao +0.61 nats / +9.5%, graddiff +1.0 nats / +8.6%)
+    assert _mean_nll(model, tok, FORGET) > forget_before + 0.5
+    assert abs(_mean_nll(model, tok, NORMAL) - normal_before) <= 0.12 * normal_before
+
+
+def test_finetuning_lowers_the_nll():
+    model, tok = fresh_model(lora=False)
+    model.requires_grad_(True)
+    before = _mean_nll(model, tok, FORGET)
+    stage = Stage("finetune", finetune_terms(), StageData(forget=FORGET), TrainConfig(lr=3e-3, steps=10),
+                  FMT, seed=0)
+    run_stage(model, tok, stage)
+    assert _mean_nll(model, tok, FORGET) < before - 0.5
+
+
+def test_early_stop_when_forget_nll_passes_the_threshold(knowing_base):
+    base, tok = knowing_base
+    model = attach_lora(copy.deepcopy(base), LoraSpec(rank=4, alpha=8))
+    start = _mean_nll(model, tok, FORGET)
+    result = run_stage(model, tok, make_stage(yao_stage(steps=50, lr=1e-2, stop_forget_nll=start + 0.3)),
+                       reference=Reference(model))
+    assert result.steps < 50
+    assert "reached stop_forget_nll" in result.stopped_reason
+    assert result.log[-1]["forget_nll"] >= start + 0.3
+
+
+def test_progress_reports_each_term_and_an_eta():
+    seen = []
+    model, tok = fresh_model()
+    run_stage(model, tok, make_stage(yao_stage(steps=3)), RunHooks(on_progress=seen.append),
+              Reference(model))
+    assert [p.step for p in seen] == [1, 2, 3] and all(p.total == 3 for p in seen)
+    assert {"forget", "random", "normal_kl", "loss"} <= set(seen[0].losses)
+    assert seen[0].eta_s is not None and seen[-1].eta_s == 0
