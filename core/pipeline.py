@@ -19,9 +19,7 @@ import torch
 from . import runfolder
 from .config import DatasetRef, PromptFormat
 from .data import Example, load_examples, load_mc_questions
-from .evaluation.generate import generate
-from .evaluation.judges import build_judge
-from .evaluation.suite import EvalSets, compare, evaluate
+from .evaluation import EvalSets, build_judge, compare, evaluate, generate
 from .methods import finetune_terms, terms_for
 from .models import Reference, attach_lora, load_model
 from .spec import JobSpec
@@ -72,7 +70,8 @@ def model_answers(model: Any, tokenizer: Any, prompts: list[Example], spec: JobS
 
 def _judge_texts(forget: list[Example], normal: list[Example]) -> tuple[list[str], list[str]]:
     """Harmful texts (forget answers) and harmless ones: refusals, normal and off-topic answers."""
-    refusals = [e.prompt for e in load_examples(DatasetRef(source="builtin:refusals", schema="prompts"))]
+    refusals = [e.prompt for e in load_examples(
+        DatasetRef(source="builtin:refusals", schema="prompts", columns={"prompt": "text"}))]
     harmless = refusals + [e.response for e in normal if e.response]
     return [e.response for e in forget], harmless
 

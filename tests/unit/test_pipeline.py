@@ -1,0 +1,111 @@
+"""The whole job on examples/tiny.yaml: the run folder, resuming, and the adapter with peft alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lethe.core.pipeline import run_job
+from lethe.core.runfolder import RunFolderError
+from lethe.core.spec import load_spec, parse_spec
+from lethe.core.train import Cancelled, RunHooks
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "examples" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    stages, progress = [], []
+    summary = run_job(load_spec(TINY), out, RunHooks(on_stage=stages.append, on_progress=progress.append))
+    return summary, stages, progress
+
+
+def test_run_folder_is_self_describing(tiny_run):
+    summary, stages, progress = tiny_run
+    out = summary.out_dir
+    for name in ("spec.yaml", "env.json", "train_log.jsonl", "metrics.json", "run.log",
+                 "adapter/adapter_config.json", "adapter/adapter_model.safetensors"):
+        assert (out / name).exists(), name
+    assert parse_spec(yaml.safe_load((out / "spec.yaml").read_text())) == load_spec(TINY)
+    env = json.loads((out / "env.json").read_text())
+    assert env["seed"] == 0 and env["versions"]["torch"]
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == [1, 2, 3, 4, 5, 6]
+    assert {"forget", "random", "normal_kl", "loss", "lr", "forget_nll"} <= set(log[0])
+    assert stages[0] == "loading" and stages[-1] == "done" and "unlearn" in stages
+    assert [p.step for p in progress] == [1, 2, 3, 4, 5, 6]
+
+
+def test_metrics_have_before_after_and_per_example_results(tiny_run):
+    metrics = json.loads((tiny_run[0].out_dir / "metrics.json").read_text())
+    for key in ("forget_nll", "normal_ppl", "harmful_rate", "over_refusal"):
+        assert key in metrics["before"] and key in metrics["after"], key
+    assert "benign_similarity" in metrics["after"]
+    rows = metrics["per_example"]["after"]["harmful_prompts"]
+    assert rows and {"id", "prompt", "response", "harmful"} <= set(rows[0])
+    assert metrics["training"]["steps"] == 6
+
+
+def test_adapter_loads_with_peft_alone_and_reproduces_the_run(tiny_run, tmp_path):
+    """Save the tiny base model as a plain checkpoint, then in a process that imports no Lethe
+    code, apply the adapter with peft and regenerate the run's after-unlearning responses."""
+    from lethe.core.models import build_tiny
+
+    base, tokenizer = build_tiny("tiny-llama")
+    base.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    out = tiny_run[0].out_dir
+    rows = json.loads((out / "metrics.json").read_text())["per_example"]["after"]["harmful_prompts"]
+    script = textwrap.dedent(f"""
+        import json, sys, torch, peft, transformers
+        tok = transformers.AutoTokenizer.from_pretrained({str(tmp_path / 'base')!r})
+        model = transformers.AutoModelForCausalLM.from_pretrained({str(tmp_path / 'base')!r})
+        model = peft.PeftModel.from_pretrained(model, {str(out / 'adapter')!r}).eval()
+        assert "lethe" not in sys.modules
+        outs = []
+        for prompt in json.loads(sys.stdin.read()):
+            ids = tok("### Question: " + prompt + "\\n### Answer:", return_tensors="pt")
+            new = model.generate(**ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
+            outs.append(tok.decode(new[0, ids.input_ids.shape[1]:], skip_special_tokens=True).strip())
+        print(json.dumps(outs))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], input=json.dumps([r["prompt"] for r in rows]),
+                          capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [r["response"] for r in rows]
+
+
+def test_resume_after_an_interruption_gives_the_same_adapter(tiny_run, tmp_path):
+    from safetensors.torch import load_file
+
+    spec = load_spec(TINY)
+    spec.unlearn.train.checkpoint_every = 2
+    calls = {"n": 0}
+
+    def stop_at_step_five() -> bool:  # polled once before each step (and between stages)
+        calls["n"] += 1
+        return calls["n"] == 7
+
+    with pytest.raises(Cancelled):
+        run_job(spec, tmp_path / "run", RunHooks(should_cancel=stop_at_step_five))
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    resumed = run_job(spec, tmp_path / "run")
+    assert resumed.metrics["training"]["steps"] == 6
+    expected = load_file(tiny_run[0].out_dir / "adapter" / "adapter_model.safetensors")
+    got = load_file(tmp_path / "run" / "adapter" / "adapter_model.safetensors")
+    for name, value in expected.items():
+        assert (got[name] - value).abs().max().item() < 1e-6, name
+
+
+def test_a_folder_of_another_spec_is_refused(tiny_run):
+    spec = load_spec(TINY)
+    spec.seed = 7
+    with pytest.raises(RunFolderError, match="different spec"):
+        run_job(spec, tiny_run[0].out_dir)
