@@ -19,7 +19,7 @@ from .config import BookOptions, DatasetRef
 from .datasets_builtin import DataError, builtin_names, builtin_path, hub_rows, parse_file
 
 __all__ = [
-    "DataError", "Example", "MCQuestion", "SCHEMA_COLUMNS", "book_pairs", "builtin_names",
+    "SCHEMA_COLUMNS", "DataError", "Example", "MCQuestion", "book_pairs", "builtin_names",
     "load_examples", "load_mc_questions", "read_rows", "resolve_source",
 ]
 
@@ -324,6 +324,7 @@ def book_pairs(text: str, options: BookOptions, id_prefix: str) -> list[Example]
         if start + window > len(flat):
             break
         cut = start + options.prefix_chars
-        examples.append(Example(f"{id_prefix}:{len(examples)}", flat[start:cut], flat[cut:start + window]))
+        prefix, continuation = flat[start:cut], flat[cut:start + window]
+        examples.append(Example(f"{id_prefix}:{len(examples)}", prefix, continuation))
         position = start + stride
     return examples

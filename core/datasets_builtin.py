@@ -78,31 +78,35 @@ def _decode(path: Path) -> str:
     return text
 
 
+def _objects(values: list[Any], places: list[str], path: Path) -> list[dict[str, Any]]:
+    """Check that every parsed JSON value is an object (a row); `places` name them for errors."""
+    for place, value in zip(places, values, strict=True):
+        if not isinstance(value, dict):
+            raise DataError(f"{path}: {place} holds a JSON {type(value).__name__}, not an object; "
+                            'each row must be an object, e.g. {"prompt": "..."}')
+    return values
+
+
 def _jsonl_rows(text: str, path: Path) -> list[dict[str, Any]]:
     """One JSON object per line (blank lines skipped); a file that is one JSON array also works."""
     if text.lstrip().startswith("["):
         try:
-            rows = json.loads(text)
+            values = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg})") from exc
-        lines = list(range(1, len(rows) + 1))
-    else:
-        rows, lines = [], []
-        # split on "\n" only: str.splitlines() would also split at U+2028 inside JSON strings
-        for number, line in enumerate(text.split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}: line {number} is not valid JSON ({exc.msg}, column "
-                                f"{exc.colno}); write one JSON object per line") from exc
-            lines.append(number)
-    for number, row in zip(lines, rows):
-        if not isinstance(row, dict):
-            raise DataError(f"{path}: line {number} holds a JSON {type(row).__name__}, not an "
-                            'object; write one object per line, e.g. {"prompt": "..."}')
-    return rows
+        return _objects(values, [f"item {i}" for i in range(1, len(values) + 1)], path)
+    values, places = [], []
+    # split on "\n" only: str.splitlines() would also split at U+2028 inside JSON strings
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            values.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: line {number} is not valid JSON ({exc.msg}, column "
+                            f"{exc.colno}); write one JSON object per line") from exc
+        places.append(f"line {number}")
+    return _objects(values, places, path)
 
 
 def _csv_rows(text: str, path: Path) -> list[dict[str, Any]]:

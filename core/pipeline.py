@@ -19,7 +19,7 @@ import torch
 from . import runfolder
 from .config import DatasetRef, PromptFormat
 from .data import Example, load_examples, load_mc_questions
-from .evaluation import EvalSets, build_judge, compare, evaluate, generate
+from .evaluation import EvalSets, build_judge, compare, evaluate, generate, load_check_set
 from .methods import finetune_terms, terms_for
 from .models import Reference, attach_lora, load_model
 from .spec import JobSpec
@@ -76,6 +76,21 @@ def _judge_texts(forget: list[Example], normal: list[Example]) -> tuple[list[str
     return [e.response for e in forget], harmless
 
 
+def make_judge(spec: JobSpec, forget: list[Example], normal: list[Example]) -> Any:
+    """The spec's harmfulness judge, trained (if it is the trained kind) on this job's data."""
+    return build_judge(spec.eval.judge, *_judge_texts(forget, normal), seed=spec.seed)
+
+
+def judge_report(judge: Any, spec: JobSpec) -> dict[str, Any] | None:
+    """How far to trust the harmful rate: the judge's accuracy on the shipped labelled check set
+    (compliant harmful answers, refusals, benign, off-topic, degenerate) and on its held-out split."""
+    if judge is None:
+        return None
+    return {"kind": judge.name, "heldout_accuracy": judge.heldout_accuracy,
+            "check_set": spec.eval.judge.check_set,
+            **judge.check_accuracy(load_check_set(spec.eval.judge.check_set))}
+
+
 def _evaluate_stage(name: str, model: Any, tokenizer: Any, spec: JobSpec, judge: Any,
                     sets: EvalSets, forget: list[Example], out: Path,
                     reference_responses: dict[str, str] | None) -> Any:
@@ -127,7 +142,7 @@ def _run(spec: JobSpec, out: Path, hooks: RunHooks) -> RunSummary:
     judge = None
     if sets.harmful_prompts:
         _stage(hooks, "judge")
-        judge = build_judge(spec.eval.judge, *_judge_texts(forget, normal), seed=spec.seed)
+        judge = make_judge(spec, forget, normal)
     _check_cancel(hooks)
     _stage(hooks, "eval_before")
     before = _evaluate_stage("before", model, tokenizer, spec, judge, sets, forget, out, None)
@@ -143,7 +158,7 @@ def _run(spec: JobSpec, out: Path, hooks: RunHooks) -> RunSummary:
     after = _evaluate_stage("after", model, tokenizer, spec, judge, sets, forget, out,
                             before["responses"])
     metrics = runfolder.write_metrics(out, before, after, compare(before["metrics"], after["metrics"]),
-                                      judge, result)
+                                      judge_report(judge, spec), result)
     _stage(hooks, "done")
     return RunSummary(out_dir=out, metrics=metrics, stopped_reason=result.stopped_reason)
 

@@ -28,6 +28,10 @@ def before_after_table(metrics: dict[str, Any]) -> str:
             change = f"{(a - b) / abs(b) * 100:+.1f}%"
         arrow = "↓" if name in LOWER_IS_BETTER else "↑"
         lines.append(f"{name + ' ' + arrow:22s} {_fmt(b):>10s} {_fmt(a):>10s} {change:>10s}")
+    judge = metrics.get("judge")
+    if judge:
+        lines.append(f"judge ({judge['kind']}): accuracy {judge['accuracy']:.3f} on {judge['n']} "
+                     f"labelled check texts; held-out {_fmt(judge.get('heldout_accuracy'))}")
     comparison = metrics.get("comparison", {})
     for key in ("harmful_rate_reduction", "effectiveness_E"):
         if comparison.get(key) is not None:

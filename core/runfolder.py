@@ -101,12 +101,12 @@ def save_weights(model: Any, out: Path, is_lora: bool) -> Path:
     return target
 
 
-def write_metrics(out: Path, before: dict, after: dict, comparison: dict, judge: Any,
-                  result: Any) -> dict[str, Any]:
+def write_metrics(out: Path, before: dict, after: dict, comparison: dict,
+                  judge: dict[str, Any] | None, result: Any) -> dict[str, Any]:
     """metrics.json: before/after metric maps, their comparison, per-example results, the run."""
     metrics = {
         "before": before["metrics"], "after": after["metrics"], "comparison": comparison,
-        "judge": getattr(judge, "report", None),
+        "judge": judge,
         "training": {"steps": result.steps, "stopped_reason": result.stopped_reason},
         "per_example": {"before": before["per_example"], "after": after["per_example"]},
     }

@@ -36,7 +36,8 @@ def score_encoded(model: Any, tokenizer: Any, rows: Sequence[Encoded],
             logp, mask = token_logprobs(logits, batch["labels"])
             sums = sequence_nll(logp, mask, reduction="sum")  # [B]
             counts = mask.sum(dim=1)  # [B]
-            scores.extend((float(s), int(c)) for s, c in zip(sums.tolist(), counts.tolist()))
+            # + 0.0 turns the -0.0 of an unscored row into 0.0
+            scores.extend((float(s) + 0.0, int(c)) for s, c in zip(sums.tolist(), counts.tolist()))
     return scores
 
 
