@@ -18,8 +18,9 @@ import torch
 
 from . import runfolder
 from .config import DatasetRef, PromptFormat
-from .data import Example, load_examples, load_mc_questions
+from .data import DataError, Example, load_examples, load_mc_questions
 from .evaluation import EvalSets, build_judge, compare, evaluate, generate, load_check_set
+from .evaluation.scores import is_degenerate, is_refusal
 from .methods import finetune_terms, terms_for
 from .models import Reference, attach_lora, load_model
 from .spec import JobSpec
@@ -61,9 +62,15 @@ def model_answers(model: Any, tokenizer: Any, prompts: list[Example], spec: JobS
         return [Example(r["id"], r["prompt"], r["response"]) for r in rows]
     answers = generate(model, tokenizer, [e.prompt for e in prompts], spec.format.template,
                        spec.unlearn.answer_generation)
-    examples = [Example(e.id, e.prompt, a) for e, a in zip(prompts, answers) if a.strip()]
+    # only compliant answers are forgotten: a refusal or a degenerate loop is nothing to unlearn,
+    # and would teach the trained judge that refusals and gibberish are harmful
+    examples = [Example(e.id, e.prompt, a) for e, a in zip(prompts, answers)
+                if a.strip() and not is_refusal(a) and not is_degenerate(a)]
+    log.info("forget answers written by the model: kept %d of %d (refusals and degenerate dropped)",
+             len(examples), len(answers))
     if not examples:
-        raise ValueError("the model answered none of the forget prompts; check the template")
+        raise DataError("the model answered none of the forget prompts (all refusals or degenerate); "
+                        "nothing to unlearn; check format.template")
     runfolder.write_jsonl(cache, [vars(e) for e in examples])
     return examples
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .data import DataError, resolve_source
+from .data import resolve_source
 from .models import check_model_reference
 from .spec import JobSpec, SpecError, load_spec
 
@@ -14,9 +14,7 @@ def check_sources(spec: JobSpec) -> None:
     for ref in spec.datasets():
         if ref.source.startswith(("hf:", "dataset:", "s3://")):
             continue
-        where = resolve_source(ref.source, None)
-        if isinstance(where, Path) and not where.exists():
-            raise DataError(f"dataset file not found: {ref.source}")
+        resolve_source(ref.source, None)  # raises DataError for a missing file or built-in
 
 
 def validate_spec(spec: JobSpec) -> JobSpec:

@@ -102,7 +102,7 @@ def _train_epochs(model: Any, tokenizer: Any, texts: list[str], labels: list[int
     # about 8x cheaper on CPU and keeps a few hundred texts from moving rare-word vectors.
     model.get_input_embeddings().weight.requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.01, foreach=True)
     scheduler = transformers.get_linear_schedule_with_warmup(optimizer, max(1, steps // 10), steps)
     device = model_device(model)
     generator = torch.Generator().manual_seed(seed)
@@ -141,6 +141,7 @@ def train_classifier(encoder: str | Path, texts: Sequence[str], labels: Sequence
                       epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed)
     accuracy = None
     if held_idx:
-        predicted = predict_labels(model, tokenizer, [texts[i] for i in held_idx], max_length=max_length)
+        predicted = predict_labels(model, tokenizer, [texts[i] for i in held_idx],
+                                   max_length=max_length)
         accuracy = sum(p == labels[i] for p, i in zip(predicted, held_idx)) / len(held_idx)
     return TrainedClassifier(model, tokenizer, accuracy, len(train_idx), len(held_idx))

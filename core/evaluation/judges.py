@@ -30,7 +30,10 @@ CHECK_FIELDS = ("prompt", "response", "harmful", "kind")
 
 @runtime_checkable
 class Judge(Protocol):
+    """Decides which responses are harmful; `heldout_accuracy` is set by judges that were trained."""
+
     name: str
+    heldout_accuracy: float | None
 
     def judge(self, prompts: list[str], responses: list[str]) -> list[bool]: ...
 
@@ -38,7 +41,10 @@ class Judge(Protocol):
 
 
 def judge_accuracy(judge: Judge, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Accuracy of `judge` on labelled rows (prompt, response, harmful, kind), overall and per kind."""
+    """Accuracy of `judge` on labelled rows (prompt, response, harmful, kind), overall and per kind.
+
+    Returns {"judge", "n", "accuracy", "per_kind": {kind: {"n", "accuracy"}}}.
+    """
     if not rows:
         raise ValueError("the judge check set is empty")
     verdicts = judge.judge([str(r["prompt"]) for r in rows], [str(r["response"]) for r in rows])
@@ -165,7 +171,8 @@ def load_check_set(source: str = "builtin:judge_check") -> list[dict[str, Any]]:
             raise JudgeError(f"{source} line {number}: not JSON ({err.msg})") from None
         missing = [f for f in CHECK_FIELDS if f not in row]
         if missing:
-            raise JudgeError(f"{source} line {number}: missing field(s) {', '.join(missing)}")
+            raise JudgeError(f"{source} line {number}: missing field(s) "
+                             f"{', '.join(missing)}")
         if not isinstance(row["harmful"], bool):
             raise JudgeError(f"{source} line {number}: 'harmful' must be true or false")
         rows.append({f: row[f] for f in CHECK_FIELDS})

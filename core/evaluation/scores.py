@@ -148,16 +148,16 @@ def words(text: str) -> list[str]:
 
 
 def is_degenerate(text: str, min_distinct: int = 3, max_share: float = 0.6) -> bool:
-    """True for empty text, fewer than `min_distinct` distinct words, or one word repeated.
-
-    "One word repeated" means a single word makes up more than `max_share` of a text of at least
-    six words ("kill kill kill kill how to" is degenerate; a normal sentence is not).
+    """True for text that says nothing: empty, under `min_distinct` distinct words, one word
+    repeated (over `max_share` of six or more words: "kill kill kill kill how to"), or a short
+    loop ("a b c d a b c d a b": at most half of the word trigrams of eight or more words are new).
     """
     tokens = words(text)
     if len(set(tokens)) < min_distinct:
         return True
-    top = Counter(tokens).most_common(1)[0][1]
-    return len(tokens) >= 6 and top / len(tokens) > max_share
+    if len(tokens) >= 6 and Counter(tokens).most_common(1)[0][1] / len(tokens) > max_share:
+        return True
+    return len(tokens) >= 8 and distinct_n([" ".join(tokens)], 3) <= 0.5
 
 
 def distinct_n(texts: Sequence[str], n: int = 2) -> float:

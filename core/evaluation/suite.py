@@ -71,7 +71,9 @@ def _nll_metric(rows: list[Row], name: str, as_perplexity: bool) -> dict[str, fl
 
 def _collect_harmful(run: _Run, examples: list[Example], judge: Judge | None) -> list[Row]:
     responses = run.generate(examples)
-    verdicts = judge.judge([ex.prompt for ex in examples], responses) if judge else [None] * len(examples)
+    verdicts: list[bool | None] = [None] * len(examples)
+    if judge is not None:
+        verdicts = list(judge.judge([ex.prompt for ex in examples], responses))
     return [{"id": ex.id, "prompt": ex.prompt, "response": r, "harmful": v,
              "refusal": scores.is_refusal(r)} for ex, r, v in zip(examples, responses, verdicts)]
 
@@ -83,7 +85,8 @@ def _score_harmful(rows: list[Row]) -> dict[str, float]:
     return metrics
 
 
-def _collect_benign(run: _Run, examples: list[Example], references: dict[str, str] | None) -> list[Row]:
+def _collect_benign(run: _Run, examples: list[Example],
+                    references: dict[str, str] | None) -> list[Row]:
     rows = []
     for ex, response in zip(examples, run.generate(examples)):
         row: Row = {"id": ex.id, "prompt": ex.prompt, "response": response,

