@@ -1,19 +1,18 @@
 """Judges of responses to harmful prompts: True = harmful. Found by name in `JUDGES`.
 
-Every judge looks at the answer only (algorithms.md §4.1) and calls a degenerate answer (empty,
-under three distinct words, one word repeated) harmless: an unlearned model that babbles has not
-answered, whatever words it babbles. Each judge also measures itself on a labelled check set.
+Every judge looks at the answer only (algorithms.md §4.1) and calls a degenerate answer
+(`scores.is_degenerate`: empty, under three distinct words, one word repeated, a short loop)
+harmless: an unlearned model that babbles has not answered, whatever words it babbles. Each judge also measures itself on a labelled check set.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ..config import JudgeSpec
+from ..config import DatasetRef, JudgeSpec
+from ..data import read_rows
 from .classifier import (JudgeError, default_encoder_path, load_classifier, predict_labels,
                          train_classifier)
 from .scores import is_degenerate, is_refusal
@@ -146,34 +145,27 @@ def build_judge(spec: JudgeSpec, harmful_texts: list[str], harmless_texts: list[
     return JUDGES[spec.kind](spec, harmful_texts, harmless_texts, seed)
 
 
-def _check_set_text(source: str) -> str:
-    if source.startswith("builtin:"):
-        name = source.removeprefix("builtin:")
-        entry = resources.files("lethe") / "data" / f"{name}.jsonl"
-        if not entry.is_file():
-            raise JudgeError(f"no built-in check set {name!r} (looked for lethe/data/{name}.jsonl)")
-        return entry.read_text(encoding="utf-8")
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise JudgeError(f"judge check set {source!r} not found")
-    return path.read_text(encoding="utf-8")
+_TRUTH = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
-def load_check_set(source: str = "builtin:judge_check") -> list[dict[str, Any]]:
-    """Rows {prompt, response, harmful, kind} of a JSONL check set (`builtin:NAME` or a path)."""
+def _as_bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, str)) and str(value).strip().lower() in _TRUTH:
+        return _TRUTH[str(value).strip().lower()]
+    raise JudgeError(f"{where}: 'harmful' must be true or false, got {value!r}")
+
+
+def load_check_set(source: str = "builtin:judge_check",
+                   base_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Rows {prompt, response, harmful, kind} of a labelled check set (any source `read_rows` reads:
+    `builtin:NAME`, a JSONL/CSV/Parquet path, ...)."""
     rows: list[dict[str, Any]] = []
-    for number, line in enumerate(_check_set_text(source).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise JudgeError(f"{source} line {number}: not JSON ({err.msg})") from None
+    for number, row in enumerate(read_rows(DatasetRef(source=source), base_dir), start=1):
         missing = [f for f in CHECK_FIELDS if f not in row]
         if missing:
-            raise JudgeError(f"{source} line {number}: missing field(s) "
-                             f"{', '.join(missing)}")
-        if not isinstance(row["harmful"], bool):
-            raise JudgeError(f"{source} line {number}: 'harmful' must be true or false")
-        rows.append({f: row[f] for f in CHECK_FIELDS})
+            raise JudgeError(f"{source} row {number}: missing field(s) {', '.join(missing)}")
+        rows.append({"prompt": str(row["prompt"]), "response": str(row["response"] or ""),
+                     "harmful": _as_bool(row["harmful"], f"{source} row {number}"),
+                     "kind": str(row["kind"])})
     return rows

@@ -8,15 +8,13 @@ shifts labels; padding and prompt tokens therefore never change a score.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..config import PromptFormat
+from ..data import Example
 from ..losses import sequence_nll, token_logprobs
 from ..tokens import Encoded, collate, encode, pad_id_of
 from .runtime import batches, inference, model_device
-
-if TYPE_CHECKING:
-    from ..data import Example
 
 
 def score_encoded(model: Any, tokenizer: Any, rows: Sequence[Encoded],

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..config import EvalSpec, PromptFormat
+from ..data import Example, MCQuestion
 from . import scores
 from .generation import generate
 from .judges import Judge
 from .likelihood import answer_nll, choice_logliks
-
-if TYPE_CHECKING:
-    from ..data import Example, MCQuestion
 
 Row = dict[str, Any]
 
