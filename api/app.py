@@ -1,0 +1,141 @@
+"""The FastAPI application: `create_app(settings)` builds it around one service runtime.
+
+The app refuses to start on an unmigrated database (NotMigrated, raised here so `lethe serve`
+can print what to run). Routes are thin: HTTP in, a call on the job or dataset service, JSON out.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lethe import __version__
+from lethe.service.errors import ServiceError
+from lethe.service.metrics import REQUEST_SECONDS
+from lethe.service.runtime import Runtime, build_runtime
+from lethe.service.settings import Settings
+from lethe.service.storage import StorageError
+from lethe.worker.dispatch import attach_dispatcher
+
+from .routes import datasets, health, jobs
+
+log = logging.getLogger(__name__)
+SPEC_BYTES = 1024 * 1024  # room for the form fields around an upload
+
+
+class BodyTooLarge(HTTPException):
+    """Raised while the body streams in; an HTTPException so FastAPI's body parsing lets it through."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than {limit // 2**20} MiB: send less, "
+                         "or raise LETHE_MAX_UPLOAD_MB")
+
+
+class LimitsAndMetrics:
+    """ASGI middleware: refuses bodies over the upload limit (413, counted while they stream,
+    so a huge upload is not spooled to disk first) and times every request by route."""
+
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app, self.max_body = app, max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        began, seen, state = time.perf_counter(), 0, {"status": 500, "started": False}
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_body:
+                raise BodyTooLarge(self.max_body)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["status"], state["started"] = message["status"], True
+            await send(message)
+
+        try:
+            declared = dict(scope["headers"]).get(b"content-length", b"0")
+            if declared.isdigit() and int(declared) > self.max_body:  # refuse before reading
+                await _send_json(tracking_send, 413, {"detail": BodyTooLarge(self.max_body).detail})
+            else:
+                await self.app(scope, limited_receive, tracking_send)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            REQUEST_SECONDS.labels(scope["method"], route, str(state["status"])).observe(
+                time.perf_counter() - began)
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    raw = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(raw)).encode())]})
+    await send({"type": "http.response.body", "body": raw})
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, err: ServiceError) -> JSONResponse:
+        return JSONResponse({"detail": err.detail}, status_code=err.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, err: RequestValidationError) -> JSONResponse:
+        problems = []
+        for item in err.errors():
+            loc = [str(p) for p in item["loc"]]
+            loc = loc[1:] if loc[:1] == ["body"] and len(loc) > 1 else loc
+            problems.append({"field": ".".join(loc), "msg": item["msg"]})
+        return JSONResponse({"detail": problems}, status_code=422)
+
+    @app.exception_handler(StorageError)
+    async def storage_error(_: Request, err: StorageError) -> JSONResponse:
+        log.error("storage: %s", err)
+        return JSONResponse({"detail": f"storage unavailable, retry later: {err}"}, status_code=503)
+
+    @app.exception_handler(OperationalError)
+    async def database_error(_: Request, err: OperationalError) -> JSONResponse:
+        log.error("database: %s", err)
+        return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503)
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    """The API over a runtime (built from `settings` unless given); raises NotMigrated."""
+    rt = runtime or build_runtime(settings or Settings())
+    if rt.dispatcher is None:
+        attach_dispatcher(rt)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # The engine's imports (torch, transformers) leave a big heap; frozen, the collector
+        # skips it, and full collections stop adding tens of milliseconds to request latency.
+        gc.collect()
+        gc.freeze()
+        rt.dispatcher.start()  # type: ignore[union-attr]
+        try:
+            yield
+        finally:
+            rt.close()
+
+    app = FastAPI(title="Lethe", version=__version__, lifespan=lifespan,
+                  description="Unlearning jobs over HTTP: upload datasets, submit a job spec, follow "
+                  "its progress, download the unlearned LoRA adapter and its metrics.")
+    app.state.runtime = rt
+    _install_error_handlers(app)
+    for module in (health, datasets, jobs):
+        app.include_router(module.router)
+    app.add_middleware(LimitsAndMetrics, max_body=rt.settings.max_upload_bytes + SPEC_BYTES)
+    return app

@@ -1,0 +1,81 @@
+"""/v1/datasets: upload, register by reference, list, get, delete."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+
+from lethe.service import datasets as service
+from lethe.service.db import Dataset
+from lethe.service.errors import Invalid
+
+from ..deps import RuntimeDep, SessionDep
+from ..schemas import DatasetOut, DatasetPage, ErrorOut, RegisterDataset
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (404, 409, 413, 422, 503)}
+
+
+def dataset_out(row: Dataset) -> DatasetOut:
+    return DatasetOut.model_validate({**{c: getattr(row, c) for c in (
+        "id", "name", "kind", "source", "sha256", "format", "columns", "row_count", "size",
+        "created_at")}, "schema": row.schema, "reference": f"dataset:{row.id}"})
+
+
+def _columns(raw: str) -> dict[str, str]:
+    try:
+        value = json.loads(raw or "{}")
+    except json.JSONDecodeError as err:
+        raise Invalid.one("columns", f"not JSON ({err.msg}): send an object such as "
+                          '{"prompt": "question", "response": "answer"}') from None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise Invalid.one("columns", "must be a JSON object of canonical name -> column name")
+    return value
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, responses=ERRORS)
+def upload_dataset(
+    rt: RuntimeDep,
+    file: Annotated[UploadFile, File(description="JSONL, CSV, Parquet or plain text")],
+    schema_: Annotated[str, Form(alias="schema",
+                                 description="pairs | prompts | pku_saferlhf | truthfulqa | book")] = "pairs",
+    format: Annotated[str, Form(description="auto (from the file name) | jsonl | csv | parquet | text")
+                      ] = "auto",
+    columns: Annotated[str, Form(description='JSON object, e.g. {"prompt": "question"}')] = "{}",
+    name: Annotated[str | None, Form(max_length=200)] = None,
+) -> DatasetOut:
+    """Upload a dataset: it is parsed and counted with its declared schema before it is stored."""
+    meta = service.DatasetMeta(name=name or file.filename or "upload", schema=schema_, format=format,
+                               columns=_columns(columns))
+    row = service.upload_dataset(rt, file.file, file.filename or "upload", meta)
+    return dataset_out(row)
+
+
+@router.post("/register", status_code=status.HTTP_201_CREATED, responses=ERRORS)
+def register_dataset(rt: RuntimeDep, body: RegisterDataset) -> DatasetOut:
+    """Register `s3://bucket/key` (an allowed bucket; validated now) or `hf:ORG/NAME` by reference."""
+    meta = service.DatasetMeta(name=body.name or body.source, schema=body.schema_, format=body.format,
+                               columns=body.columns)
+    return dataset_out(service.register_dataset(rt, body.source, meta))
+
+
+@router.get("")
+def list_datasets(session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                  cursor: str | None = None) -> DatasetPage:
+    page = service.list_datasets(session, limit, cursor)
+    return DatasetPage(items=[dataset_out(r) for r in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{dataset_id}", responses=ERRORS)
+def get_dataset(session: SessionDep, dataset_id: uuid.UUID) -> DatasetOut:
+    return dataset_out(service.get_dataset(session, dataset_id))
+
+
+@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS)
+def delete_dataset(rt: RuntimeDep, dataset_id: uuid.UUID) -> Response:
+    """Delete a dataset; refused (409) while a queued or running job uses it."""
+    service.delete_dataset(rt, dataset_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

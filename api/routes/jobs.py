@@ -1,0 +1,132 @@
+"""/v1/jobs: submit, list, get, cancel, events (JSON or server-sent events), artifacts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from lethe.core.spec import JobSpec
+from lethe.service import jobs as service
+from lethe.service.db import FINAL_STATES, Artifact, Job, JobEvent
+from lethe.service.runtime import Runtime
+from lethe.service.storage import iter_chunks
+
+from ..deps import RuntimeDep, SessionDep
+from ..schemas import ArtifactOut, ErrorOut, EventOut, JobDetail, JobOut, JobPage
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (404, 409, 422, 503)}
+SSE_POLL_S = 0.5
+SSE_KEEPALIVE_S = 15.0
+
+
+def job_detail(job: Job) -> JobDetail:
+    return JobDetail.model_validate(job)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, responses=ERRORS)
+def submit_job(rt: RuntimeDep, spec: JobSpec, response: Response) -> JobDetail:
+    """Validate a job spec completely (model, datasets, hyperparameters) and queue it."""
+    job = service.create_job(rt, spec)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job_detail(job)
+
+
+@router.get("", responses=ERRORS)
+def list_jobs(session: SessionDep, status: str | None = Query(None, description="queued | running | "
+              "succeeded | failed | cancelled"), limit: Annotated[int, Query(ge=1, le=200)] = 50,
+              cursor: str | None = None) -> JobPage:
+    page = service.list_jobs(session, status, limit, cursor)
+    return JobPage(items=[JobOut.model_validate(j) for j in page.items], next_cursor=page.next_cursor)
+
+
+def _read_job(rt: Runtime, job_id: uuid.UUID) -> JobDetail:
+    with rt.sessions() as session:
+        return job_detail(service.get_job(session, job_id))
+
+
+@router.get("/{job_id}", responses=ERRORS)
+async def get_job(rt: RuntimeDep, job_id: uuid.UUID) -> JobDetail:
+    """The job's status, stage, progress, metrics and error (the endpoint clients poll)."""
+    # one thread-pool trip for the whole read: this is the hottest route
+    return await run_in_threadpool(_read_job, rt, job_id)
+
+
+@router.post("/{job_id}/cancel", responses=ERRORS)
+def cancel_job(rt: RuntimeDep, job_id: uuid.UUID) -> JobDetail:
+    """Cancel: a queued job at once, a running one at its next training step."""
+    return job_detail(service.cancel_job(rt, job_id))
+
+
+def _poll(rt: Runtime, job_id: uuid.UUID, after: int) -> tuple[str, list[JobEvent]]:
+    with rt.sessions() as session:
+        state = service.get_job(session, job_id).status  # read first: then no event is missed
+        return state, service.list_events(session, job_id, after)
+
+
+def _sse(event: JobEvent) -> str:
+    data = json.dumps({"id": event.id, "ts": event.ts.isoformat(), "kind": event.kind,
+                       "payload": event.payload})
+    return f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
+
+
+async def _stream(rt: Runtime, job_id: uuid.UUID, after: int) -> AsyncIterator[str]:
+    """Events as they are written, until the job has ended and every event was sent."""
+    last, quiet = after, 0.0
+    while True:
+        state, events = await run_in_threadpool(_poll, rt, job_id, last)
+        for event in events:
+            yield _sse(event)
+            last = event.id
+        if state in FINAL_STATES and len(events) < 1000:
+            return
+        quiet = 0.0 if events else quiet + SSE_POLL_S
+        if quiet >= SSE_KEEPALIVE_S:  # a comment line keeps proxies from closing an idle stream
+            yield ": keep-alive\n\n"
+            quiet = 0.0
+        await asyncio.sleep(SSE_POLL_S)
+
+
+@router.get("/{job_id}/events", response_model=list[EventOut],
+            responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}})
+def job_events(request: Request, rt: RuntimeDep, session: SessionDep, job_id: uuid.UUID,
+               after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
+               limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+               stream: Annotated[bool, Query(description="server-sent events until the job ends")] = False,
+               last_event_id: Annotated[int | None, Header()] = None) -> Any:
+    """The job's progress log; `?stream=true` (or Accept: text/event-stream) streams it live."""
+    if stream or "text/event-stream" in request.headers.get("accept", ""):
+        service.get_job(session, job_id)  # 404 before the stream starts
+        start = max(after, last_event_id or 0)
+        return StreamingResponse(_stream(rt, job_id, start), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return [EventOut.model_validate(e) for e in service.list_events(session, job_id, after, limit)]
+
+
+def artifact_out(row: Artifact) -> ArtifactOut:
+    return ArtifactOut(name=row.name, size=row.size, sha256=row.sha256, content_type=row.content_type,
+                       created_at=row.created_at, url=f"/v1/jobs/{row.job_id}/artifacts/{row.name}")
+
+
+@router.get("/{job_id}/artifacts", responses=ERRORS)
+def list_artifacts(session: SessionDep, job_id: uuid.UUID) -> list[ArtifactOut]:
+    return [artifact_out(a) for a in service.list_artifacts(session, job_id)]
+
+
+@router.get("/{job_id}/artifacts/{name}", response_class=StreamingResponse,
+            responses={**ERRORS, 200: {"content": {"application/octet-stream": {}},
+                                       "description": "the file, with X-Content-SHA256"}})
+def download_artifact(rt: RuntimeDep, session: SessionDep, job_id: uuid.UUID, name: str) -> StreamingResponse:
+    """Stream an artifact with its Content-Length and SHA-256 (`X-Content-SHA256`)."""
+    row = service.get_artifact(session, job_id, name)
+    headers = {"Content-Length": str(row.size), "X-Content-SHA256": row.sha256, "ETag": f'"{row.sha256}"',
+               "Content-Disposition": f'attachment; filename="{row.name}"'}
+    return StreamingResponse(iter_chunks(rt.storage.open(row.storage_key)), media_type=row.content_type,
+                             headers=headers)

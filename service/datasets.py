@@ -1,0 +1,238 @@
+"""The dataset service: upload, register by reference, list, get and delete.
+
+An upload is parsed by the engine's data layer before anything is stored (so a bad file is a 422
+that names the problem), then stored content-addressed at `datasets/<sha256>`: the object is
+written first and the row second, so no row ever points to a missing object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from lethe.core.config import DatasetRef
+
+from . import locks
+from .db import ACTIVE_STATES, Dataset, Job, JobDataset, transaction, utcnow
+from .errors import Conflict, Invalid, NotFound, Problem, TooLarge
+from .pages import Page, paginate
+from .runtime import Runtime
+from .storage import CHUNK, s3_client
+
+SUFFIXES = {"jsonl": ".jsonl", "csv": ".csv", "parquet": ".parquet", "text": ".txt"}
+FORMAT_OF_SUFFIX = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
+                    ".parquet": "parquet", ".pq": "parquet", ".txt": "text", ".text": "text"}
+HUB_DATASET = re.compile(r"^hf:[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+S3_URI = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.+)$")
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    """What the uploader declares: how rows become examples (see `lethe.core.config.DatasetRef`)."""
+
+    name: str
+    schema: str = "pairs"
+    format: str = "auto"
+    columns: dict[str, str] = field(default_factory=dict)
+
+
+def storage_key(sha256: str) -> str:
+    return f"datasets/{sha256}"
+
+
+# ------------------------------------------------------------------ validation
+def _declared_ref(meta: DatasetMeta, source: str, fmt: str) -> DatasetRef:
+    try:
+        return DatasetRef.model_validate({"source": source, "format": fmt, "schema": meta.schema,
+                                          "columns": meta.columns})
+    except ValidationError as err:
+        raise Invalid([Problem(".".join(map(str, e["loc"])) or "dataset", e["msg"])
+                       for e in err.errors()]) from None
+
+
+def resolve_format(declared: str, filename: str) -> str:
+    """The declared format, or the one the file name's suffix implies."""
+    if declared not in ("auto", ""):
+        if declared not in SUFFIXES:
+            raise Invalid.one("format", f"{declared!r} cannot be uploaded: use one of {', '.join(SUFFIXES)}")
+        return declared
+    fmt = FORMAT_OF_SUFFIX.get(Path(filename).suffix.lower())
+    if fmt is None:
+        raise Invalid.one("format", f"cannot tell the format of {filename!r} from its name: "
+                          f"set format to one of {', '.join(SUFFIXES)}")
+    return fmt
+
+
+def count_rows(path: Path, meta: DatasetMeta, fmt: str, shown_as: str) -> int:
+    """Parse the file as the engine will, and count its examples; 422 if it cannot be used.
+
+    Messages name the file as the user knows it (`shown_as`), not the server's temporary path.
+    """
+    from lethe.core.data import DataError, load_examples
+
+    ref = _declared_ref(meta, str(path), fmt)
+    try:
+        rows = len(load_examples(ref))
+    except DataError as err:
+        raise Invalid.one("file", str(err).replace(str(path), shown_as)) from None
+    except Exception as err:  # noqa: BLE001 - any parser failure is a problem with the user's file
+        first = (str(err).splitlines() or [type(err).__name__])[0].replace(str(path), shown_as)
+        raise Invalid.one("file", f"{shown_as} cannot be read as {fmt}: {first}") from None
+    if rows == 0:
+        raise Invalid.one("file", f"no examples found in {shown_as} for schema {meta.schema!r}")
+    return rows
+
+
+def _spool(stream: BinaryIO, dest: Path, limit: int) -> tuple[str, int]:
+    """Copy `stream` to `dest`, returning (sha256, size); 413 past `limit` bytes."""
+    digest, size = hashlib.sha256(), 0
+    with open(dest, "wb") as out:
+        while block := stream.read(CHUNK):
+            size += len(block)
+            if size > limit:
+                raise TooLarge(f"the file is larger than the {limit // 2**20} MiB limit "
+                               "(LETHE_MAX_UPLOAD_MB)")
+            digest.update(block)
+            out.write(block)
+    if size == 0:
+        raise Invalid.one("file", "the file is empty")
+    return digest.hexdigest(), size
+
+
+# ------------------------------------------------------------------ create
+def upload_dataset(rt: Runtime, stream: BinaryIO, filename: str, meta: DatasetMeta) -> Dataset:
+    """Validate an uploaded file and store it; return the new dataset row."""
+    fmt = resolve_format(meta.format, filename)
+    _declared_ref(meta, "upload", fmt)  # a bad schema or columns fails before the file is read
+    tmp_root = rt.settings.data_dir / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=tmp_root) as tmp:
+        path = Path(tmp) / f"upload{SUFFIXES[fmt]}"
+        sha256, size = _spool(stream, path, rt.settings.max_upload_bytes)
+        rows = count_rows(path, meta, fmt, filename)
+        key = storage_key(sha256)
+        with locks.blob_lock(rt, sha256), transaction(rt.sessions) as session:
+            if not rt.storage.exists(key):
+                rt.storage.put_file(key, path)
+            row = Dataset(name=meta.name or filename, kind="upload", sha256=sha256, schema=meta.schema,
+                          format=fmt, columns=dict(meta.columns), row_count=rows, size=size,
+                          storage_key=key)
+            session.add(row)
+    return row
+
+
+def register_dataset(rt: Runtime, source: str, meta: DatasetMeta) -> Dataset:
+    """Register an `s3://bucket/key` (validated and hashed now) or an `hf:ORG/NAME` reference."""
+    if source.startswith("s3://"):
+        return _register_s3(rt, source, meta)
+    if not HUB_DATASET.match(source):
+        raise Invalid.one("source", "use s3://BUCKET/KEY (an allowed bucket) or hf:ORG/NAME")
+    _declared_ref(meta, source, "hub" if meta.format in ("auto", "") else meta.format)
+    with transaction(rt.sessions) as session:
+        row = Dataset(name=meta.name or source, kind="hub", source=source, schema=meta.schema,
+                      format="hub", columns=dict(meta.columns))
+        session.add(row)
+    return row
+
+
+def check_s3_uri(rt: Runtime, uri: str, field_name: str = "source") -> tuple[str, str]:
+    """(bucket, key) of an s3:// URI in an allowed bucket; 422 otherwise."""
+    match = S3_URI.match(uri)
+    if not match:
+        raise Invalid.one(field_name, f"{uri!r} is not an s3://BUCKET/KEY reference")
+    bucket, key = match.groups()
+    allowed = rt.settings.allowed_s3_buckets
+    if bucket not in allowed:
+        listed = ", ".join(allowed) if allowed else "none are configured"
+        raise Invalid.one(field_name, f"bucket {bucket!r} is not allowed "
+                          f"(LETHE_ALLOWED_S3_BUCKETS: {listed})")
+    return bucket, key
+
+
+def fetch_s3(rt: Runtime, uri: str, dest: Path, field_name: str = "source") -> tuple[str, int]:
+    """Download an allowed s3:// object to `dest`, returning (sha256, size)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = check_s3_uri(rt, uri, field_name)
+    try:
+        body = s3_client(rt.settings).get_object(Bucket=bucket, Key=key)["Body"]
+    except ClientError as err:
+        code = err.response.get("Error", {}).get("Code", "error")
+        raise Invalid.one(field_name, f"cannot read {uri}: {code}") from None
+    except BotoCoreError as err:
+        raise Invalid.one(field_name, f"cannot read {uri}: {err}") from None
+    with body:
+        return _spool(body, dest, rt.settings.max_upload_bytes)
+
+
+def _register_s3(rt: Runtime, uri: str, meta: DatasetMeta) -> Dataset:
+    fmt = resolve_format(meta.format, uri)
+    _declared_ref(meta, uri, fmt)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"object{SUFFIXES[fmt]}"
+        sha256, size = fetch_s3(rt, uri, path)
+        rows = count_rows(path, meta, fmt, uri)
+    with transaction(rt.sessions) as session:
+        row = Dataset(name=meta.name or uri, kind="s3", source=uri, sha256=sha256, schema=meta.schema,
+                      format=fmt, columns=dict(meta.columns), row_count=rows, size=size)
+        session.add(row)
+    return row
+
+
+# ------------------------------------------------------------------ read and delete
+def list_datasets(session: Session, limit: int = 50, cursor: str | None = None) -> Page[Dataset]:
+    return paginate(session, select(Dataset).where(Dataset.deleted.is_(False)), Dataset, limit, cursor)
+
+
+def get_dataset(session: Session, dataset_id: uuid.UUID) -> Dataset:
+    row = session.get(Dataset, dataset_id)
+    if row is None or row.deleted:
+        raise NotFound(f"dataset {dataset_id} not found")
+    return row
+
+
+def active_jobs_using(session: Session, dataset_id: uuid.UUID) -> list[uuid.UUID]:
+    query = (select(Job.id).join(JobDataset, JobDataset.job_id == Job.id)
+             .where(JobDataset.dataset_id == dataset_id, Job.status.in_(ACTIVE_STATES)))
+    return list(session.scalars(query))
+
+
+def delete_dataset(rt: Runtime, dataset_id: uuid.UUID) -> None:
+    """Delete a dataset (409 while a queued or running job uses it) and, if it was the last
+    row holding its content, the stored object. The row is marked first, the object removed
+    after: a failure in between leaves an orphan object, never a row without its object."""
+    with transaction(rt.sessions) as session:
+        sha256 = get_dataset(session, dataset_id).sha256
+    with locks.blob_lock(rt, sha256 or "-"):
+        with transaction(rt.sessions) as session:
+            row = session.scalars(select(Dataset).where(Dataset.id == dataset_id).with_for_update()).one()
+            if row.deleted:
+                raise NotFound(f"dataset {dataset_id} not found")
+            users = active_jobs_using(session, dataset_id)
+            if users:
+                raise Conflict(f"dataset {dataset_id} is used by queued or running job(s) "
+                               f"{', '.join(map(str, users))}: cancel them or wait for them to end")
+            row.deleted, row.deleted_at = True, utcnow()
+            key = row.storage_key
+            still_used = key is not None and session.scalar(
+                select(func.count()).select_from(Dataset).where(
+                    Dataset.storage_key == key, Dataset.deleted.is_(False), Dataset.id != dataset_id))
+        if key is not None and not still_used:
+            rt.storage.delete(key)
+
+
+def copy_to_local(rt: Runtime, row: Dataset, dest: Path) -> None:
+    """Materialise a stored dataset at `dest` (used by workers before a run)."""
+    if row.storage_key is None:
+        raise ValueError(f"dataset {row.id} has no stored object")
+    rt.storage.get_file(row.storage_key, dest)
+

@@ -1,0 +1,206 @@
+"""The job service shared by the API and the workers: create, list, get, cancel, events, artifacts.
+
+A job is validated completely before it is queued: the spec by pydantic (at the API boundary or
+`parse_spec`), the model reference by the engine, and every dataset reference here. Running it is
+`lethe.service.execution.execute_job`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from lethe.core.config import DatasetRef
+from lethe.core.spec import JobSpec
+
+from .datasets import check_s3_uri
+from .db import JOB_STATES, Artifact, Dataset, Job, JobDataset, JobEvent, affected, transaction, utcnow
+from .errors import Conflict, Invalid, NotFound, Problem, Unavailable
+from .pages import Page, paginate
+from .runtime import Runtime
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+_SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*):")
+
+
+# ------------------------------------------------------------------ spec inspection
+def dataset_refs(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, DatasetRef]]:
+    """Every DatasetRef in a spec with its dotted path (`unlearn.forget`, `eval.normal`, ...)."""
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        path = f"{prefix}{info.alias or name}"
+        if isinstance(value, DatasetRef):
+            yield path, value
+        elif isinstance(value, BaseModel):
+            yield from dataset_refs(value, path + ".")
+
+
+def dataset_id_of(source: str) -> uuid.UUID | None:
+    """The id in a `dataset:<id>` reference; None for other references; ValueError if malformed."""
+    if not source.startswith("dataset:"):
+        return None
+    return uuid.UUID(source.removeprefix("dataset:"))
+
+
+def choose_queue(spec: JobSpec, settings: Settings) -> str:
+    """`gpu` or `cpu` from the spec's device: auto goes where the deployment has workers."""
+    device = spec.model.device
+    if device == "cuda" or (device == "auto" and settings.gpu_workers):
+        return "gpu"
+    return "cpu"
+
+
+def _check_ref(rt: Runtime, session: Session, path: str, ref: DatasetRef) -> uuid.UUID | None:
+    """Raise Invalid unless the reference can be resolved; return the dataset id it names."""
+    field = f"{path}.source"
+    source = ref.source
+    try:
+        dataset_id = dataset_id_of(source)
+    except ValueError:
+        raise Invalid.one(field, f"{source!r} is not dataset:<uuid>: use the id that "
+                          "POST /v1/datasets returned") from None
+    if dataset_id is not None:
+        row = session.scalars(select(Dataset).where(Dataset.id == dataset_id).with_for_update()).first()
+        if row is None or row.deleted:
+            raise Invalid.one(field, f"no dataset {dataset_id}: upload it with POST /v1/datasets "
+                              "(or check the id with GET /v1/datasets)")
+        return dataset_id
+    scheme = _SCHEME.match(source)
+    if source.startswith("s3://"):
+        check_s3_uri(rt, source, field)
+    elif scheme and scheme.group(1) in ("hf", "builtin"):
+        pass
+    elif scheme or not rt.settings.allow_local_paths:
+        raise Invalid.one(field, f"{source!r} cannot be read by the service: use dataset:<id> (an "
+                          "upload), s3://BUCKET/KEY, hf:ORG/NAME or builtin:NAME")
+    return None
+
+
+def _validate(rt: Runtime, session: Session, spec: JobSpec) -> set[uuid.UUID]:
+    """Check what pydantic cannot: the model reference and every dataset reference."""
+    from lethe.core.models import ModelError, check_model_reference
+
+    problems: list[Problem] = []
+    try:
+        check_model_reference(spec.model)
+    except ModelError as err:
+        problems.append(Problem("model.name", str(err)))
+    used: set[uuid.UUID] = set()
+    for path, ref in dataset_refs(spec):
+        try:
+            dataset_id = _check_ref(rt, session, path, ref)
+        except Invalid as err:
+            problems += err.problems
+            continue
+        if dataset_id is not None:
+            used.add(dataset_id)
+    if problems:
+        raise Invalid(problems)
+    return used
+
+
+# ------------------------------------------------------------------ create and read
+def add_event(session: Session, job_id: uuid.UUID, kind: str, payload: dict[str, Any]) -> None:
+    session.add(JobEvent(job_id=job_id, kind=kind, payload=payload))
+
+
+def create_job(rt: Runtime, spec: JobSpec) -> Job:
+    """Validate, store as queued and hand to a worker; 503 if no worker can be reached."""
+    with transaction(rt.sessions) as session:
+        used = _validate(rt, session, spec)
+        # exclude_unset: the worker needs to know which dataset options the user set (see
+        # execution.resolve_datasets); the run folder's spec.yaml has every default filled in.
+        job = Job(name=spec.name, status="queued",
+                  spec=spec.model_dump(mode="json", by_alias=True, exclude_unset=True),
+                  queue=choose_queue(spec, rt.settings), attempts=0, cancel_requested=False)
+        session.add(job)
+        session.flush()
+        session.add_all(JobDataset(job_id=job.id, dataset_id=d) for d in sorted(used))
+        add_event(session, job.id, "status", {"status": "queued", "queue": job.queue})
+    if rt.dispatcher is None:
+        raise RuntimeError("the runtime has no dispatcher (see lethe.worker.dispatch)")
+    try:
+        rt.dispatcher.dispatch(job.id, job.queue)
+    except Exception as err:  # the broker is down: fail the job rather than leave it unseen
+        log.exception("could not dispatch job %s", job.id)
+        if _fail_undispatched(rt, job.id, str(err)):
+            raise Unavailable(f"the job queue is unreachable ({err}); job {job.id} was not queued: "
+                              "retry later") from None
+    return job
+
+
+def _fail_undispatched(rt: Runtime, job_id: uuid.UUID, reason: str) -> bool:
+    """Mark a job that could not be dispatched as failed; False if a worker took it after all
+    (the publish went through although the broker client reported an error)."""
+    with transaction(rt.sessions) as session:
+        failed = session.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(
+            status="failed", error=f"could not be queued: {reason}", finished_at=utcnow()))
+        if not affected(failed):
+            return False
+        add_event(session, job_id, "status", {"status": "failed", "error": reason})
+        return True
+
+
+def list_jobs(session: Session, status: str | None = None, limit: int = 50,
+              cursor: str | None = None) -> Page[Job]:
+    query = select(Job)
+    if status is not None:
+        if status not in JOB_STATES:
+            raise Invalid.one("query.status",
+                              f"unknown status {status!r}: use one of {', '.join(JOB_STATES)}")
+        query = query.where(Job.status == status)
+    return paginate(session, query, Job, limit, cursor)
+
+
+def get_job(session: Session, job_id: uuid.UUID) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+def cancel_job(rt: Runtime, job_id: uuid.UUID) -> Job:
+    """A queued job is cancelled at once; a running one is asked to stop at its next step."""
+    with transaction(rt.sessions) as session:
+        job = get_job(session, job_id)
+        now = utcnow()
+        queued = session.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(
+            status="cancelled", finished_at=now, cancel_requested=True))
+        if affected(queued):
+            add_event(session, job_id, "status", {"status": "cancelled"})
+        else:
+            running = session.execute(update(Job).where(Job.id == job_id, Job.status == "running")
+                                      .values(cancel_requested=True))
+            if not affected(running):
+                raise Conflict(f"job {job_id} has already ended ({job.status}): nothing to cancel")
+            add_event(session, job_id, "cancel_requested", {})
+    with rt.sessions() as session:
+        return get_job(session, job_id)
+
+
+def list_events(session: Session, job_id: uuid.UUID, after: int = 0, limit: int = 1000) -> list[JobEvent]:
+    get_job(session, job_id)
+    query = (select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after)
+             .order_by(JobEvent.id).limit(limit))
+    return list(session.scalars(query))
+
+
+def list_artifacts(session: Session, job_id: uuid.UUID) -> list[Artifact]:
+    get_job(session, job_id)
+    return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)))
+
+
+def get_artifact(session: Session, job_id: uuid.UUID, name: str) -> Artifact:
+    get_job(session, job_id)
+    row = session.get(Artifact, (job_id, name))
+    if row is None:
+        raise NotFound(f"job {job_id} has no artifact {name!r}: GET /v1/jobs/{job_id}/artifacts lists them")
+    return row

@@ -1,0 +1,66 @@
+"""Engine hooks that stream a running job's stage and progress to the database.
+
+Stage changes are written at once; progress at most every `progress_interval_s` (and always on
+a stage's last step), so a fast tiny model does not turn into thousands of rows. Every write is
+fenced by the claim, and cancellation comes from the heartbeat thread's flag.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from .db import affected, transaction
+from .jobs import add_event
+from .metrics import STEP_SECONDS
+
+if TYPE_CHECKING:
+    from lethe.core.train import Progress, RunHooks
+
+    from .execution import Claim, Heartbeat
+    from .runtime import Runtime
+
+
+def progress_payload(p: Progress) -> dict[str, Any]:
+    return {"stage": p.stage, "step": p.step, "total": p.total,
+            "losses": dict(p.losses),
+            "eta_s": None if p.eta_s is None else round(p.eta_s, 2), "elapsed_s": round(p.elapsed_s, 2)}
+
+
+class Reporter:
+    def __init__(self, rt: Runtime, claim: Claim, beat: Heartbeat) -> None:
+        self.rt, self.claim, self.beat = rt, claim, beat
+        self._last_write = 0.0
+        self._last_step: tuple[str, int, float] | None = None  # (stage, step, elapsed) for step time
+
+    def hooks(self) -> RunHooks:
+        from lethe.core.train import RunHooks
+
+        return RunHooks(on_stage=self.on_stage, on_progress=self.on_progress,
+                        should_cancel=self.beat.cancel.is_set)
+
+    def _write(self, values: dict[str, Any], kind: str, payload: dict[str, Any]) -> None:
+        from .execution import fenced
+
+        with transaction(self.rt.sessions) as session:
+            if affected(session.execute(fenced(self.claim).values(**values))):
+                add_event(session, self.claim.job_id, kind, payload)
+
+    def on_stage(self, name: str) -> None:
+        self._write({"stage": name}, "stage", {"stage": name})
+        self._last_write = 0.0  # the new stage's first progress is written too
+
+    def on_progress(self, p: Progress) -> None:
+        self._observe_step_time(p)
+        now = time.monotonic()
+        if now - self._last_write < self.rt.settings.progress_interval_s and p.step < p.total:
+            return
+        self._last_write = now
+        payload = progress_payload(p)
+        self._write({"progress": payload}, "progress", payload)
+
+    def _observe_step_time(self, p: Progress) -> None:
+        last = self._last_step
+        if last is not None and last[0] == p.stage and p.step > last[1]:
+            STEP_SECONDS.labels(p.stage).observe((p.elapsed_s - last[2]) / (p.step - last[1]))
+        self._last_step = (p.stage, p.step, p.elapsed_s)
