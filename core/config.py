@@ -142,6 +142,9 @@ class UnlearnCommon(StrictModel):
     normal: DatasetRef | None = Field(None, description="normal/retain data (needed by retain terms)")
     forget_answers_from: Literal["dataset", "model"] = Field(
         "dataset", description="'model': answer the forget prompts with the model itself first")
+    normal_answers_from: Literal["dataset", "model"] = Field(
+        "dataset", description="'model': the normal answers are the original model's own, so the "
+                               "retain terms keep its behaviour on normal prompts (self-distillation)")
     answer_generation: GenerationConfig = Field(default_factory=GenerationConfig)
     train: TrainConfig
 

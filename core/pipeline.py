@@ -52,25 +52,26 @@ def load_eval_sets(spec: JobSpec) -> EvalSets:
 
 
 def model_answers(model: Any, tokenizer: Any, prompts: list[Example], spec: JobSpec,
-                  cache: Path) -> list[Example]:
-    """Forget examples whose answers the model itself writes ("make it stop answering these").
+                  cache: Path, kind: str = "forget") -> list[Example]:
+    """Examples whose answers the model itself writes, before any unlearning.
 
-    Cached in the run folder, so a resumed run unlearns exactly the same answers.
+    Forget answers: "make it stop answering these". Normal answers: what the retain terms keep.
+    Answers that are refusals or degenerate loops are dropped: a refusal is nothing to unlearn and
+    would teach the trained judge that refusals are harmful; a loop is nothing worth keeping.
+    Cached in the run folder, so a resumed run uses exactly the same answers.
     """
     if cache.exists():
         rows = [json.loads(line) for line in cache.read_text(encoding="utf-8").splitlines() if line]
         return [Example(r["id"], r["prompt"], r["response"]) for r in rows]
     answers = generate(model, tokenizer, [e.prompt for e in prompts], spec.format.template,
                        spec.unlearn.answer_generation)
-    # only compliant answers are forgotten: a refusal or a degenerate loop is nothing to unlearn,
-    # and would teach the trained judge that refusals and gibberish are harmful
     examples = [Example(e.id, e.prompt, a) for e, a in zip(prompts, answers)
                 if a.strip() and not is_refusal(a) and not is_degenerate(a)]
-    log.info("forget answers written by the model: kept %d of %d (refusals and degenerate dropped)",
-             len(examples), len(answers))
+    log.info("%s answers written by the model: kept %d of %d (refusals and degenerate dropped)",
+             kind, len(examples), len(answers))
     if not examples:
-        raise DataError("the model answered none of the forget prompts (all refusals or degenerate); "
-                        "nothing to unlearn; check format.template")
+        raise DataError(f"the model answered none of the {kind} prompts usefully (all refusals or "
+                        "degenerate); check format.template")
     runfolder.write_jsonl(cache, [vars(e) for e in examples])
     return examples
 
@@ -146,6 +147,9 @@ def _run(spec: JobSpec, out: Path, hooks: RunHooks) -> RunSummary:
     if spec.unlearn.forget_answers_from == "model":
         _stage(hooks, "generate_forget_answers")
         forget = model_answers(model, tokenizer, forget, spec, out / "forget_generated.jsonl")
+    if spec.unlearn.normal_answers_from == "model" and normal:
+        _stage(hooks, "generate_normal_answers")
+        normal = model_answers(model, tokenizer, normal, spec, out / "normal_generated.jsonl", "normal")
     judge = None
     if sets.harmful_prompts:
         _stage(hooks, "judge")
