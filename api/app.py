@@ -17,18 +17,22 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lethe import __version__
+from lethe.service.auth import install_bootstrap_key
 from lethe.service.errors import ServiceError
 from lethe.service.metrics import REQUEST_SECONDS
+from lethe.service.reconcile import Maintenance
+from lethe.service.retry import transient
 from lethe.service.runtime import Runtime, build_runtime
 from lethe.service.settings import Settings
 from lethe.service.storage import StorageError
 from lethe.worker.dispatch import attach_dispatcher
 
-from .routes import datasets, health, jobs
+from . import compliance
+from .routes import datasets, health, jobs, keys
 
 log = logging.getLogger(__name__)
 SPEC_BYTES = 1024 * 1024  # room for the form fields around an upload
@@ -37,29 +41,38 @@ SPEC_BYTES = 1024 * 1024  # room for the form fields around an upload
 class BodyTooLarge(HTTPException):
     """Raised while the body streams in; an HTTPException so FastAPI's body parsing lets it through."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body larger than {limit // 2**20} MiB: send less, "
-                         "or raise LETHE_MAX_UPLOAD_MB")
+    def __init__(self, limit: int, setting: str = "LETHE_MAX_UPLOAD_MB") -> None:
+        size = f"{limit // 2**20} MiB" if limit >= 2**20 else f"{limit // 1024} KiB"
+        super().__init__(413, f"request body larger than {size}: send less, or ask an admin to "
+                         f"raise {setting}")
 
 
 class LimitsAndMetrics:
     """ASGI middleware: refuses bodies over the upload limit (413, counted while they stream,
     so a huge upload is not spooled to disk first) and times every request by route."""
 
-    def __init__(self, app: ASGIApp, max_body: int) -> None:
-        self.app, self.max_body = app, max_body
+    def __init__(self, app: ASGIApp, max_body: int, max_json: int | None = None) -> None:
+        self.app, self.max_body, self.max_json = app, max_body, max_json or max_body
+
+    def _limit(self, scope: Scope) -> tuple[int, str]:
+        """Uploads (multipart) get the upload limit; everything else the smaller JSON limit."""
+        kind = dict(scope["headers"]).get(b"content-type", b"")
+        if kind.startswith(b"multipart/"):
+            return self.max_body, "LETHE_MAX_UPLOAD_MB"
+        return self.max_json, "LETHE_MAX_JSON_KB"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         began, seen, state = time.perf_counter(), 0, {"status": 500, "started": False}
+        limit, setting = self._limit(scope)
 
         async def limited_receive() -> Message:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_body:
-                raise BodyTooLarge(self.max_body)
+            if seen > limit:
+                raise BodyTooLarge(limit, setting)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -69,8 +82,8 @@ class LimitsAndMetrics:
 
         try:
             declared = dict(scope["headers"]).get(b"content-length", b"0")
-            if declared.isdigit() and int(declared) > self.max_body:  # refuse before reading
-                await _send_json(tracking_send, 413, {"detail": BodyTooLarge(self.max_body).detail})
+            if declared.isdigit() and int(declared) > limit:  # refuse before reading
+                await _send_json(tracking_send, 413, {"detail": BodyTooLarge(limit, setting).detail})
             else:
                 await self.app(scope, limited_receive, tracking_send)
         finally:
@@ -90,7 +103,7 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, err: ServiceError) -> JSONResponse:
-        return JSONResponse({"detail": err.detail}, status_code=err.status)
+        return JSONResponse({"detail": err.detail}, status_code=err.status, headers=err.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, err: RequestValidationError) -> JSONResponse:
@@ -106,15 +119,20 @@ def _install_error_handlers(app: FastAPI) -> None:
         log.error("storage: %s", err)
         return JSONResponse({"detail": f"storage unavailable, retry later: {err}"}, status_code=503)
 
-    @app.exception_handler(OperationalError)
-    async def database_error(_: Request, err: OperationalError) -> JSONResponse:
+    @app.exception_handler(DBAPIError)
+    async def database_error(_: Request, err: DBAPIError) -> JSONResponse:
+        if not transient(err):  # a bug, not an outage: the generic 500
+            raise err
         log.error("database: %s", err)
-        return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503)
+        return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503,
+                            headers={"Retry-After": "1"})
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
     """The API over a runtime (built from `settings` unless given); raises NotMigrated."""
     rt = runtime or build_runtime(settings or Settings())
+    install_bootstrap_key(rt.sessions, rt.settings)
+    maintenance = Maintenance(rt)  # heartbeat check and reconciler (lethe.service.reconcile)
     if rt.dispatcher is None:
         attach_dispatcher(rt)
 
@@ -125,9 +143,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         gc.collect()
         gc.freeze()
         rt.dispatcher.start()  # type: ignore[union-attr]
+        maintenance.start()
+        compliance.start(app)
         try:
             yield
         finally:
+            compliance.stop(app)
+            maintenance.stop()
             rt.close()
 
     app = FastAPI(title="Lethe", version=__version__, lifespan=lifespan,
@@ -135,7 +157,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                   "its progress, download the unlearned LoRA adapter and its metrics.")
     app.state.runtime = rt
     _install_error_handlers(app)
-    for module in (health, datasets, jobs):
+    for module in (health, datasets, jobs, keys):
         app.include_router(module.router)
-    app.add_middleware(LimitsAndMetrics, max_body=rt.settings.max_upload_bytes + SPEC_BYTES)
+    compliance.install(app, rt)  # audit middleware, certificates, webhooks
+    app.add_middleware(LimitsAndMetrics, max_body=rt.settings.max_upload_bytes + SPEC_BYTES,
+                       max_json=rt.settings.max_json_kb * 1024)
     return app

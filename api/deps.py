@@ -1,13 +1,22 @@
-"""Typed dependencies: each route's needs are visible in its signature."""
+"""Typed dependencies: each route's needs are visible in its signature.
+
+`PrincipalDep` authenticates the request's `Authorization: Bearer KEY` (401 without a valid key)
+and stores the principal on `request.state.principal` for middleware; `ReadDep`, `SubmitDep` and
+`AdminDep` also require a scope (403 without it). Routes pass `principal.tenant` to the services,
+whose queries are scoped by `lethe.service.tenancy`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from lethe.service.auth import Principal, authenticate
+from lethe.service.errors import Forbidden, Unauthorized
 from lethe.service.runtime import Runtime
 
 
@@ -25,3 +34,39 @@ def get_session(rt: RuntimeDep) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+bearer = HTTPBearer(auto_error=False, description="an API key: `lethe keys create` or LETHE_BOOTSTRAP_KEY")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def current_principal(request: Request, rt: RuntimeDep, credentials: Credentials) -> Principal:
+    """The principal of the request's API key; 401 when it is missing, unknown or revoked."""
+    if credentials is None or not credentials.credentials:
+        raise Unauthorized("no API key: send 'Authorization: Bearer KEY' (create one with "
+                           "`lethe keys create --tenant NAME --scopes read,submit`)")
+    with rt.sessions() as session:
+        principal = authenticate(session, credentials.credentials)
+    if principal is None:
+        raise Unauthorized("the API key is unknown or revoked: ask an admin for a new one")
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def require(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency that lets only principals with `scope` (or `admin`) through."""
+
+    async def check(principal: PrincipalDep) -> Principal:  # async: no thread-pool trip
+        if not principal.allows(scope):
+            raise Forbidden(f"this API key lacks the {scope!r} scope (it has "
+                            f"{', '.join(sorted(principal.scopes))}): use a key with {scope!r}")
+        return principal
+
+    check.__name__ = f"require_{scope}"
+    return check
+
+
+ReadDep = Annotated[Principal, Depends(require("read"))]
+SubmitDep = Annotated[Principal, Depends(require("submit"))]
+AdminDep = Annotated[Principal, Depends(require("admin"))]

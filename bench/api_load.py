@@ -8,7 +8,8 @@ Prints p50/p99 latency and throughput for each phase, and the delay from submitt
 worker starting it (`started_at - created_at`, read back from the API). Goals (issue 3): polling
 p99 < 50 ms at 200 requests/s on PostgreSQL; pickup < 1 s. Prints numbers; asserts nothing.
 Every phase is bounded in time. Needs PostgreSQL and Redis on loopback when it starts its own
-stack (LETHE_TEST_POSTGRES_URL / LETHE_TEST_REDIS_URL override the defaults).
+stack (LETHE_TEST_POSTGRES_URL / LETHE_TEST_REDIS_URL override the defaults). A stack of its own
+gets a random bootstrap key; with --url, set LETHE_API_KEY to a key with the read and submit scopes.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = os.environ.get("LETHE_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("LETHE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+API_KEY = os.environ.get("LETHE_API_KEY") or f"lethe-bench-{uuid.uuid4().hex}"
+HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 
 
 # ------------------------------------------------------------------ statistics
@@ -115,7 +118,8 @@ def own_stack(embedded: bool) -> Iterator[str]:
         folder = Path(tmp)
         env = {"LETHE_DATA_DIR": str(folder / "data"), "LETHE_LOG_LEVEL": "warning", "HF_HUB_OFFLINE": "1",
                "LETHE_STORAGE": "local", "LETHE_STORAGE_DIR": str(folder / "storage"),
-               "LETHE_DATABASE_URL": "", "LETHE_BROKER_URL": "", "LETHE_HEARTBEAT_S": "0.5"}
+               "LETHE_DATABASE_URL": "", "LETHE_BROKER_URL": "", "LETHE_HEARTBEAT_S": "0.5",
+               "LETHE_BOOTSTRAP_KEY": API_KEY}
         procs = []
         if not embedded:
             env["LETHE_DATABASE_URL"] = stack.enter_context(postgres_database())
@@ -166,7 +170,7 @@ async def poll_phase(url: str, job_ids: list[str], rate: float, seconds: float, 
     latencies: list[float] = []
     errors = 0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10, headers=HEADERS) as client:
         async def one(job_id: str) -> None:
             nonlocal errors
             began = time.perf_counter()
@@ -250,7 +254,7 @@ def server_side(url: str, route: str) -> None:
 
 
 def run(url: str, args: argparse.Namespace) -> None:
-    with httpx.Client(base_url=url, timeout=30) as client:
+    with httpx.Client(base_url=url, timeout=30, headers=HEADERS) as client:
         spec = tiny_spec(client, steps=10_000)  # long: pickups are cancelled as soon as they run
         print(f"service {url}", flush=True)
         pickup_phase(client, spec, args.pickups, deadline_s=60)

@@ -1,13 +1,16 @@
-"""Seconds per step and peak memory: our unlearning step next to a plain LoRA fine-tuning step.
+"""Seconds per step and peak memory of each method's step next to a plain LoRA fine-tuning step.
 
-Both steps see the same packed batch (forget rows, random-answer rows, normal rows) and run
-AdamW; ours adds the weighted terms and a no-grad reference forward over the normal rows with the
-adapter disabled. Each configuration runs in its own process so peak RSS is its own. With
-`--yao` the reference implementation's step (../shared/bench/yao_step.py: two full models,
-separate passes) runs in the same invocation, and the ratio to it is printed.
+For every method (or `--method NAME`), three configurations see the same packed batch (the rows
+that method's terms need: forget, random-answer, refusal, normal): `plain` is one NLL over every
+row (plain LoRA fine-tuning over the same tokens), `live` is the method's step with a no-grad
+reference forward where it needs one (the adapter disabled), `cached` the same step reading the
+reference's outputs from a cache built before timing (`train.cache_reference`). All run AdamW.
+Each configuration runs in its own process so its peak RSS is its own. With `--yao` the reference
+implementation's step (../shared/bench/yao_step.py: two full models, separate passes) is timed
+too, and the ratio of our `yao` step to it is printed.
 
     python bench/unlearn_step.py --model tiny-llama
-    python bench/unlearn_step.py --model smollm2-135m-instruct --yao
+    python bench/unlearn_step.py --model smollm2-135m-instruct --method yao --yao
 """
 
 from __future__ import annotations
@@ -41,47 +44,59 @@ def synthetic_data(batch: int, rng: random.Random):
     return forget, normal
 
 
-def build(model_name: str, lora_rank: int, method: str, batch: int, seq: int, random_answers: int):
+def build(args: argparse.Namespace):
+    """The model, the terms of `args.impl`, one packed batch with its slices and keys, and the
+    reference source (none, live or cached)."""
     from lethe.core.config import LoraSpec, ModelSpec, PromptFormat
-    from lethe.core.methods import METHODS, finetune_terms, terms_for
+    from lethe.core.data import load_examples
+    from lethe.core.methods import METHODS, default_refusals, finetune_terms, terms_for
     from lethe.core.models import Reference, attach_lora, load_model
-    from lethe.core.train import StageData, _encode_rows, micro_batch_rows
+    from lethe.core.refcache import LiveReference, build_cache
+    from lethe.core.rows import StageData, encode_rows, micro_batch_rows, row_kinds
+    from lethe.core.step import steered_layer, wanted_reference
     from lethe.core.tokens import collate, pad_id_of
 
-    model, tok = load_model(ModelSpec(name=model_name, device="cpu"))
-    model = attach_lora(model, LoraSpec(rank=lora_rank, alpha=2 * lora_rank, target_modules=["q_proj", "v_proj"]))
+    model, tok = load_model(ModelSpec(name=args.model, device="cpu"))
+    model = attach_lora(model, LoraSpec(rank=args.lora_r, alpha=2 * args.lora_r, target_modules=["q_proj", "v_proj"]))
     ref = {"source": "unused.jsonl"}
-    params = dict(forget=ref, normal=ref, train={"steps": 1})
-    if method == "yao":
-        params["random_answers"] = random_answers
-    stage = METHODS[method].stage(**params)
-    terms = terms_for(stage)
-    forget, normal = synthetic_data(batch, random.Random(8888))
-    data = StageData(forget=forget, normal=normal, random_answers=random_answers)
-    rows = micro_batch_rows(data, {t.rows for t in terms}, 0, batch, seed=0)
-    encoded, slices = _encode_rows(tok, PromptFormat(max_length=seq), rows)
-    packed = collate(encoded, pad_id_of(tok))
-    reference = Reference(model) if any(t.needs_reference for t in terms) else None
-    return model, terms, finetune_terms(), packed, slices, reference
+    params: dict = {"forget": ref, "normal": ref, "train": {"steps": 1}}
+    if args.method == "yao":
+        params["random_answers"] = args.random_answers
+    terms = terms_for(METHODS[args.method].stage(**params))
+    forget, normal = synthetic_data(args.batch, random.Random(8888))
+    refusals = [e.prompt for e in load_examples(default_refusals())]
+    data = StageData(forget=forget, normal=normal, random_answers=args.random_answers, refusals=refusals)
+    fmt = PromptFormat(max_length=args.seq)
+    rows = micro_batch_rows(data, row_kinds(terms), 0, args.batch, seed=0)
+    encoded, slices, keys = encode_rows(tok, fmt, rows)
+    batch = collate(encoded, pad_id_of(tok))
+    wanted = wanted_reference(terms)
+    source = LiveReference(Reference(model)) if wanted and args.impl != "plain" else None
+    if args.impl == "cached" and source is not None:
+        source = build_cache(source, tok, fmt, {k: rows[k] for k in wanted}, wanted,
+                             steered_layer(model, terms), batch_size=args.batch * 8, device=torch_device(model))
+    if args.impl == "plain":  # one NLL over every row of the same packed batch
+        terms, slices, keys = finetune_terms(), {"forget": slice(0, len(encoded))}, None
+    return model, terms, batch, slices, keys, source
+
+
+def torch_device(model):
+    return next(model.parameters()).device
 
 
 def run_one(args: argparse.Namespace) -> dict:
     import torch
-
-    from lethe.core.train import micro_batch_loss
+    from lethe.core.step import micro_batch_loss
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model, terms, ft_terms, batch, slices, reference = build(
-        args.model, args.lora_r, args.method, args.batch, args.seq, args.random_answers)
-    if args.impl == "plain":  # one NLL over every row of the same packed batch
-        terms, slices, reference = ft_terms, {"forget": slice(0, batch["input_ids"].shape[0])}, None
+    model, terms, batch, slices, keys, source = build(args)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     model.train()
     times = []
     for _ in range(args.steps):
         start = time.perf_counter()
-        loss, _ = micro_batch_loss(model, reference, terms, batch, slices)
+        loss, _ = micro_batch_loss(model, source, terms, batch, slices, keys)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -91,11 +106,11 @@ def run_one(args: argparse.Namespace) -> dict:
             "tokens": int(batch["attention_mask"].sum()), "rows": int(batch["input_ids"].shape[0]),
             "s_per_step_median": round(statistics.median(timed), 4), "s_per_step_min": round(min(timed), 4),
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
-            "reference_copies": 0 if reference is None or reference._frozen is None else 1}
+            "reference": type(source).__name__ if source is not None else "none"}
 
 
-def _child(args: argparse.Namespace, impl: str) -> dict:
-    cmd = [sys.executable, __file__, "--one", impl, "--model", args.model, "--method", args.method,
+def _child(args: argparse.Namespace, method: str, impl: str) -> dict:
+    cmd = [sys.executable, __file__, "--one", impl, "--model", args.model, "--method", method,
            "--batch", str(args.batch), "--seq", str(args.seq), "--steps", str(args.steps),
            "--threads", str(args.threads), "--lora-r", str(args.lora_r),
            "--random-answers", str(args.random_answers)]
@@ -125,10 +140,38 @@ def _yao(args: argparse.Namespace) -> dict | None:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def _needs_reference(method: str) -> bool:
+    from lethe.core.methods import METHODS, terms_for
+
+    ref = {"source": "unused.jsonl"}
+    return any(t.needs_reference for t in terms_for(METHODS[method].stage(forget=ref, normal=ref,
+                                                                         train={"steps": 1})))
+
+
+def table(results: list[dict]) -> str:
+    """Markdown: one line per method, plain / live / cached seconds per step and peak RSS."""
+    lines = [("| method | rows | tokens | plain s/step | live s/step | cached s/step | live/plain | "
+              "cached/plain | peak RSS plain / live / cached (GB) |"), "|---|---|---|---|---|---|---|---|---|"]
+    by_method: dict[str, dict[str, dict]] = {}
+    for row in results:
+        by_method.setdefault(row["method"], {})[row["impl"]] = row
+    for method, rows in by_method.items():
+        plain, live, cached = rows["plain"], rows["live"], rows.get("cached")
+        base = plain["s_per_step_median"]
+        cells = [method, live["rows"], live["tokens"], base, live["s_per_step_median"],
+                 cached["s_per_step_median"] if cached else "-", f"{live['s_per_step_median'] / base:.2f}",
+                 f"{cached['s_per_step_median'] / base:.2f}" if cached else "-",
+                 f"{plain['peak_rss_gb']} / {live['peak_rss_gb']} / {cached['peak_rss_gb'] if cached else '-'}"]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
+    from lethe.core.methods import METHODS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="tiny-llama")
-    parser.add_argument("--method", default="yao")
+    parser.add_argument("--method", default="all", help="a method name, or all")
     parser.add_argument("--batch", type=int, default=2, help="forget prompts per step (and normal rows)")
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--steps", type=int, default=6, help="steps to time; the first is a warm-up")
@@ -136,23 +179,26 @@ def main() -> None:
     parser.add_argument("--lora-r", type=int, default=32)
     parser.add_argument("--random-answers", type=int, default=5, help="K; Yao's code uses 5")
     parser.add_argument("--yao", action="store_true", help="also time ../shared/bench/yao_step.py")
-    parser.add_argument("--one", choices=["ours", "plain"], help=argparse.SUPPRESS)
+    parser.add_argument("--one", choices=["plain", "live", "cached"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         args.impl = args.one
         print(json.dumps(run_one(args)))
         return
-    ours, plain = _child(args, "ours"), _child(args, "plain")
-    results = [ours, plain]
-    summary = {"ours_over_plain": round(ours["s_per_step_median"] / plain["s_per_step_median"], 3)}
-    yao = _yao(args) if args.yao else None
-    if yao:
-        results.append(yao)
-        summary["ours_over_yao"] = round(ours["s_per_step_median"] / yao["s_per_step_median"], 3)
-        summary["rss_ours_over_yao"] = round(ours["peak_rss_gb"] / yao["peak_rss_gb"], 3)
+    methods = list(METHODS) if args.method == "all" else [args.method]
+    results = []
+    for method in methods:
+        impls = ["plain", "live"] + (["cached"] if _needs_reference(method) else [])
+        results += [_child(args, method, impl) for impl in impls]
     for row in results:
         print(json.dumps(row))
-    print(json.dumps(summary))
+    print(table(results))
+    yao = _yao(args) if args.yao and "yao" in methods else None
+    if yao:
+        ours = next(r for r in results if r["method"] == "yao" and r["impl"] == "live")
+        print(json.dumps(yao))
+        print(json.dumps({"ours_over_yao": round(ours["s_per_step_median"] / yao["s_per_step_median"], 3),
+                          "rss_ours_over_yao": round(ours["peak_rss_gb"] / yao["peak_rss_gb"], 3)}))
 
 
 if __name__ == "__main__":

@@ -19,8 +19,10 @@ META_FILE = "meta.json"
 
 
 def save_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any, step: int,
-                    log: list[dict[str, Any]], complete: bool = False, reason: str = "") -> Path:
-    """Write a checkpoint atomically; `complete` marks the stage's final state."""
+                    log: list[dict[str, Any]], complete: bool = False, reason: str = "",
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint atomically; `complete` marks the stage's final state; `extra` is kept
+    in meta.json for the caller (the evaluations of checkpoint selection)."""
     partial = folder.with_name(folder.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
@@ -28,7 +30,8 @@ def save_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any, st
     trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
     torch.save({"model": trainable, "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict()}, partial / STATE_FILE)
-    (partial / META_FILE).write_text(json.dumps({"step": step, "complete": complete, "reason": reason, "log": log}))
+    meta = {"step": step, "complete": complete, "reason": reason, "log": log, "extra": extra or {}}
+    (partial / META_FILE).write_text(json.dumps(meta))
     if folder.exists():
         shutil.rmtree(folder)
     partial.rename(folder)

@@ -90,6 +90,9 @@ class TrainConfig(StrictModel):
     stop_forget_nll: float | None = Field(
         None, gt=0, description="stop early once the forget-answer NLL reaches this value")
     checkpoint_every: int = Field(0, ge=0, description="write a resumable checkpoint every N steps; 0: off")
+    cache_reference: bool = Field(
+        False, description="compute the original model's outputs on every row the run will use once, "
+                           "before the first step, so no step runs a reference forward")
     log_every: int = Field(1, ge=1)
 
     @model_validator(mode="after")

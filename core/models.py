@@ -240,6 +240,11 @@ class Reference:
         self._frozen = None if is_peft(model) else copy.deepcopy(model).eval().requires_grad_(False)
         self._model = model
 
+    @property
+    def module(self) -> Any:
+        """The network `logits` runs: the frozen copy, or the model itself (adapter disabled)."""
+        return self._frozen if self._frozen is not None else self._model
+
     def _context(self) -> AbstractContextManager:
         return self._model.disable_adapter() if self._frozen is None else nullcontext()
 

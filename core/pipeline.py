@@ -1,9 +1,11 @@
 """A whole job: load, optionally fine-tune, evaluate, unlearn, evaluate again, write the run folder.
 
-The run folder is self-describing: `spec.yaml` (resolved), `env.json`, `run.log`,
-`train_log.jsonl`, `metrics.json` (before, after, comparison, per-example results) and
-`adapter/` (a PEFT folder; `model/` instead for full fine-tuning). Calling `run_job` again on the
-same folder resumes: finished parts are read back, training continues from its last checkpoint.
+The run folder is self-describing: `spec.yaml` (resolved), `env.json`, `model.json` (the base
+model's reference and weights hash), `run.log`, `train_log.jsonl`, `metrics.json` (before, after,
+comparison, per-example results) and `adapter/` (a PEFT folder; `model/` instead for full
+fine-tuning); `report.html` is built from those files (`lethe.core.report_html`). Calling `run_job`
+again on the same folder resumes: finished parts are read back, training continues from its last
+checkpoint.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from .config import DatasetRef, PromptFormat
 from .data import DataError, Example, load_examples, load_mc_questions
 from .evaluation import EvalSets, build_judge, compare, evaluate, generate, load_check_set
 from .evaluation.scores import is_degenerate, is_refusal
+from .fingerprint import MODEL_CARD, model_card
 from .methods import finetune_terms, terms_for
 from .models import Reference, attach_lora, load_model
 from .spec import JobSpec
 from .train import RunHooks, Stage, StageData, run_stage
+from .unlearning import extend_metrics, probes_report, selection_for, unlearn_data
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +137,7 @@ def _run(spec: JobSpec, out: Path, hooks: RunHooks) -> RunSummary:
     torch.manual_seed(spec.seed)
     _stage(hooks, "loading")
     model, tokenizer = load_model(spec.model)
+    runfolder.write_json(out / MODEL_CARD, model_card(spec.model, model))  # before any adapter
     forget, normal = _load(spec.unlearn.forget), _load(spec.unlearn.normal)
     sets = load_eval_sets(spec)
     if spec.lora is not None:
@@ -160,16 +165,21 @@ def _run(spec: JobSpec, out: Path, hooks: RunHooks) -> RunSummary:
     _check_cancel(hooks)
     _stage(hooks, "unlearn")
     reference = Reference(model) if any(t.needs_reference for t in terms_for(spec.unlearn)) else None
-    data = StageData(forget=forget, normal=normal,
-                     random_answers=getattr(spec.unlearn, "random_answers", 1))
-    result = run_stage(model, tokenizer, _make_stage(spec, "unlearn", terms_for(spec.unlearn), data,
-                                                     spec.unlearn.train, out), hooks, reference)
+    stage = _make_stage(spec, "unlearn", terms_for(spec.unlearn), unlearn_data(spec, forget, normal),
+                        spec.unlearn.train, out)
+    stage.selection = selection_for(spec, tokenizer, judge, sets, forget, normal, stage.checkpoint_dir)
+    result = run_stage(model, tokenizer, stage, hooks, reference)
     runfolder.save_weights(model, out, spec.lora is not None)
     _stage(hooks, "eval_after")
     after = _evaluate_stage("after", model, tokenizer, spec, judge, sets, forget, out,
                             before["responses"])
+    probes = None
+    if spec.probes is not None:
+        _stage(hooks, "probes")
+        probes = probes_report(spec, model, tokenizer, judge, sets, forget, normal, out)
     metrics = runfolder.write_metrics(out, before, after, compare(before["metrics"], after["metrics"]),
                                       judge_report(judge, spec), result)
+    metrics = extend_metrics(out, metrics, selection=result.selection, probes=probes)
     _stage(hooks, "done")
     return RunSummary(out_dir=out, metrics=metrics, stopped_reason=result.stopped_reason)
 

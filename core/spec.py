@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 from .config import (DatasetRef, EvalSpec, FinetuneStage, LoraSpec, ModelSpec, PromptFormat,
                      StrictModel)
 from .methods import METHODS, terms_for
+from .options import Criterion, ProbesSpec, SelectSpec, SweepSpec, check_objective
 
 UnlearnStage = Annotated[Union[tuple(m.stage for m in METHODS.values())],  # type: ignore[valid-type]
                          Field(discriminator="method")]
@@ -36,6 +37,11 @@ class JobSpec(StrictModel):
     finetune: FinetuneStage | None = None
     unlearn: UnlearnStage
     eval: EvalSpec = Field(default_factory=EvalSpec)
+    criterion: Criterion = Field(default_factory=Criterion, description="what the best checkpoint or "
+                                                                     "sweep run is (select, sweep)")
+    select: SelectSpec | None = Field(None, description="evaluate during unlearning, keep the best checkpoint")
+    probes: ProbesSpec | None = Field(None, description="robustness probes after unlearning")
+    sweep: SweepSpec | None = Field(None, description="a grid for `lethe sweep`")
 
     @model_validator(mode="after")
     def _retain_terms_have_data(self) -> JobSpec:
@@ -43,6 +49,18 @@ class JobSpec(StrictModel):
         if needs_normal and self.unlearn.normal is None:
             raise ValueError(f"unlearn.normal is required: method {self.unlearn.method!r} has terms "
                              f"{needs_normal} that use normal data (or set their weights to 0)")
+        for kind in ("forget", "normal"):  # prompts alone have no answers to train on
+            ref = getattr(self.unlearn, kind)
+            if ref is not None and ref.schema_ == "prompts" \
+                    and getattr(self.unlearn, f"{kind}_answers_from") != "model":
+                raise ValueError(f"unlearn.{kind} has schema 'prompts' (no answers): set "
+                                 f"unlearn.{kind}_answers_from: model, or give prompt/response pairs")
+        return self
+
+    @model_validator(mode="after")
+    def _objective_is_measured(self) -> JobSpec:
+        if self.select is not None or self.sweep is not None:
+            check_objective(self.criterion, self.eval)
         return self
 
     def datasets(self) -> list[DatasetRef]:
@@ -54,6 +72,9 @@ class JobSpec(StrictModel):
         refs += [ev.harmful_prompts, ev.benign_prompts, ev.normal, ev.multiple_choice]
         if ev.copyright:
             refs += [ev.copyright.forget_text, ev.copyright.retain_text]
+        refs.append(getattr(self.unlearn, "refusals", None))
+        if self.probes and self.probes.rephrase:
+            refs.append(self.probes.rephrase.templates)
         return [r for r in refs if r is not None]
 
 

@@ -1,21 +1,21 @@
 """The training loop shared by every stage: fine-tuning and each unlearning method.
 
 One optimizer step = `grad_accum` micro-batches. A micro-batch packs the rows every term needs
-(forget, random-answer, normal) into one padded batch and runs ONE forward pass over them; the
-reference model, when a term needs it, runs one no-grad forward over the normal rows only. Data
-order, random answers and dropout are pure functions of (seed, step), so a run resumed from a
-checkpoint takes exactly the steps an uninterrupted run would.
+(rows.py) into one padded batch; `step.micro_batch_loss` runs ONE forward pass over them and at
+most one no-grad reference forward (none when `train.cache_reference` precomputed the reference's
+outputs before the first step). Data order, random answers and dropout are pure functions of
+(seed, step), so a run resumed from a checkpoint takes exactly the steps an uninterrupted run
+would. With a `Selection`, the stage evaluates every N steps, may stop early, and ends with the
+weights of its best evaluation.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,24 @@ import torch
 
 from .checkpoint import latest_checkpoint, load_checkpoint, read_meta, save_checkpoint
 from .config import PromptFormat, TrainConfig
-from .data import Example
-from .losses import token_logprobs
-from .methods import Rows, Term, TermInputs
+from .methods import Term
 from .models import Reference
-from .tokens import Encoded, collate, encode, pad_id_of
+from .refcache import ReferenceSource, as_source, build_cache
+from .rows import (
+    StageData,
+    encode_rows,
+    epoch_order,
+    micro_batch_rows,
+    mix_seed,
+    planned_rows,
+    row_kinds,
+)
+from .selection import Selection
+from .step import micro_batch_loss, steered_layer, wanted_reference
+from .tokens import collate, pad_id_of
+
+__all__ = ["Cancelled", "Progress", "RunHooks", "Stage", "StageData", "StageResult", "epoch_order",
+           "micro_batch_loss", "micro_batch_rows", "mix_seed", "optimizer_step", "plan_steps", "run_stage"]
 
 
 class Cancelled(Exception):
@@ -57,19 +70,11 @@ class RunHooks:
 
 
 @dataclass
-class StageData:
-    """Examples for one stage: `forget` is the stage's main data (the fine-tuning data too)."""
-
-    forget: list[Example]
-    normal: list[Example] = field(default_factory=list)
-    random_answers: int = 1
-
-
-@dataclass
 class StageResult:
     steps: int
     stopped_reason: str
     log: list[dict[str, Any]]
+    selection: dict[str, Any] | None = None  # chosen step, why, and every evaluation
 
 
 def plan_steps(train: TrainConfig, n_examples: int) -> int:
@@ -78,85 +83,6 @@ def plan_steps(train: TrainConfig, n_examples: int) -> int:
         return train.steps
     per_step = train.batch_size * train.grad_accum
     return max(1, math.ceil(train.epochs * n_examples / per_step))  # type: ignore[operator]
-
-
-def mix_seed(*parts: int) -> int:
-    """A deterministic 31-bit seed from integers (stable across processes, unlike str hashes)."""
-    value = 0
-    for part in parts:
-        value = (value * 1_000_003 + part) % 2_147_483_647
-    return value
-
-
-@functools.lru_cache(maxsize=8)
-def _permutation(n: int, seed: int) -> tuple[int, ...]:
-    return tuple(torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist())
-
-
-def epoch_order(n: int, seed: int, salt: int, index: int, count: int) -> list[int]:
-    """Items index..index+count-1 of an endless stream of shuffled passes over range(n).
-
-    Each pass is a permutation seeded by (seed, salt, pass number): reshuffled every epoch (the
-    reference code never shuffled its forget set) and reproducible from the index alone.
-    """
-    out = []
-    for position in range(index, index + count):
-        epoch, offset = divmod(position, n)
-        out.append(_permutation(n, mix_seed(seed, salt, epoch))[offset])
-    return out
-
-
-def micro_batch_rows(data: StageData, kinds: set[Rows], micro: int, batch_size: int,
-                     seed: int) -> dict[Rows, list[tuple[str, str]]]:
-    """(prompt, response) pairs of each row kind for micro-batch number `micro`.
-
-    Random rows pair each forget prompt with `random_answers` normal answers drawn independently
-    per prompt (the reference code reused the same 5 answers for the whole batch).
-    """
-    start = micro * batch_size
-    forget = [data.forget[i] for i in epoch_order(len(data.forget), seed, 1, start, batch_size)]
-    rows: dict[Rows, list[tuple[str, str]]] = {"forget": [(e.prompt, e.response) for e in forget]}
-    if "normal" in kinds:
-        normal = [data.normal[i] for i in epoch_order(len(data.normal), seed, 2, start, batch_size)]
-        rows["normal"] = [(e.prompt, e.response) for e in normal]
-    if "random" in kinds:
-        # keyed by stream position, not micro-batch, so batch x accumulation splits draw alike
-        draws = [random.Random(mix_seed(seed, 3, start + i)) for i in range(len(forget))]
-        rows["random"] = [(e.prompt, rng.choice(data.normal).response)
-                          for e, rng in zip(forget, draws) for _ in range(data.random_answers)]
-    return rows
-
-
-def _encode_rows(tokenizer: Any, fmt: PromptFormat,
-                 rows: dict[Rows, list[tuple[str, str]]]) -> tuple[list[Encoded], dict[Rows, slice]]:
-    encoded: list[Encoded] = []
-    slices: dict[Rows, slice] = {}
-    for kind, pairs in rows.items():
-        start = len(encoded)
-        encoded += [encode(tokenizer, p, r, fmt, example_id=kind) for p, r in pairs]
-        slices[kind] = slice(start, len(encoded))
-    return encoded, slices
-
-
-def micro_batch_loss(model: Any, reference: Reference | None, terms: list[Term], batch: dict,
-                     slices: dict[Rows, slice]) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum of the terms over one packed batch: one forward (+ one reference forward)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logp, mask = token_logprobs(logits, batch["labels"])
-    ref_logits = {}
-    for kind in {t.rows for t in terms if t.needs_reference}:
-        sl = slices[kind]
-        ref = reference.logits(batch["input_ids"][sl], batch["attention_mask"][sl])  # type: ignore[union-attr]
-        ref_logits[kind] = ref[:, :-1]
-    total = logits.new_zeros((), dtype=torch.float32)
-    values: dict[str, float] = {}
-    for term in terms:
-        sl = slices[term.rows]
-        inputs = TermInputs(logp[sl], mask[sl], logits[sl, :-1], ref_logits.get(term.rows))
-        value = term.loss(inputs).mean()
-        total = total + term.weight * value
-        values[term.name] = float(value.detach())
-    return total, values
 
 
 def make_optimizer(model: Any, train: TrainConfig, total_steps: int) -> tuple[Any, Any]:
@@ -181,21 +107,22 @@ class Stage:
     seed: int
     checkpoint_dir: Path | None = None
     log_path: Path | None = None
+    selection: Selection | None = None
 
 
-def optimizer_step(model: Any, tokenizer: Any, reference: Reference | None, stage: Stage,
+def optimizer_step(model: Any, tokenizer: Any, reference: Reference | ReferenceSource | None, stage: Stage,
                    step: int) -> dict[str, float]:
     """Accumulate `grad_accum` micro-batches and return the mean of each term (and the total)."""
-    kinds = {t.rows for t in stage.terms}
+    kinds = row_kinds(stage.terms)
     torch.manual_seed(mix_seed(stage.seed, 4, step))  # dropout depends on the step only: resumable
     sums: dict[str, float] = {}
     device = next(model.parameters()).device
     for a in range(stage.train.grad_accum):
         micro = step * stage.train.grad_accum + a
         rows = micro_batch_rows(stage.data, kinds, micro, stage.train.batch_size, stage.seed)
-        encoded, slices = _encode_rows(tokenizer, stage.fmt, rows)
+        encoded, slices, keys = encode_rows(tokenizer, stage.fmt, rows)
         batch = {k: v.to(device) for k, v in collate(encoded, pad_id_of(tokenizer)).items()}
-        loss, values = micro_batch_loss(model, reference, stage.terms, batch, slices)
+        loss, values = micro_batch_loss(model, reference, stage.terms, batch, slices, keys)
         (loss / stage.train.grad_accum).backward()
         values["loss"] = float(loss.detach())
         for key, value in values.items():
@@ -214,58 +141,97 @@ def _apply_update(model: Any, optimizer: Any, scheduler: Any, train: TrainConfig
     return grad_norm
 
 
-def _forget_nll(values: dict[str, float], terms: list[Term]) -> float | None:
-    """The forget answers' NLL, read off the ascent term (its value is minus that NLL)."""
-    return -values["forget"] if any(t.name == "forget" for t in terms) and "forget" in values else None
+def prepare_reference(model: Any, tokenizer: Any, stage: Stage, reference: Reference | ReferenceSource | None,
+                      total: int) -> ReferenceSource | None:
+    """The live reference, or with `train.cache_reference` its outputs on every row of the run,
+    computed now so that no step runs a reference forward."""
+    source = as_source(reference)
+    wanted = wanted_reference(stage.terms)
+    if source is None or not wanted or not stage.train.cache_reference:
+        return source
+    rows = planned_rows(stage.data, set(wanted), total * stage.train.grad_accum, stage.train.batch_size,
+                        stage.seed)
+    device = next(model.parameters()).device
+    return build_cache(source, tokenizer, stage.fmt, rows, wanted, steered_layer(model, stage.terms),
+                       batch_size=max(8, stage.train.batch_size), device=device)
+
+
+def _resume(model: Any, stage: Stage, optimizer: Any, scheduler: Any) -> tuple[int, list[dict], StageResult | None]:
+    """Restore the stage's last checkpoint, if any; a finished stage's result is returned as is."""
+    found = latest_checkpoint(stage.checkpoint_dir) if stage.checkpoint_dir else None
+    if found is None:
+        return 0, [], None
+    start, log = load_checkpoint(found, model, optimizer, scheduler)
+    _rewrite_log(stage.log_path, log)  # drop rows of steps taken after that checkpoint
+    meta = read_meta(found)
+    if stage.selection is not None:
+        stage.selection.load_state(meta.get("extra", {}).get("evaluations", []))
+    if meta.get("complete"):
+        chosen = meta.get("extra", {}).get("selection")
+        return start, log, StageResult(steps=len(log), stopped_reason=meta["reason"], log=log, selection=chosen)
+    return start, log, None
 
 
 def run_stage(model: Any, tokenizer: Any, stage: Stage, hooks: RunHooks | None = None,
-              reference: Reference | None = None) -> StageResult:
+              reference: Reference | ReferenceSource | None = None) -> StageResult:
     """Train `model` in place for one stage; resume from the stage's last checkpoint if any."""
-    hooks = hooks or RunHooks()
+    hooks, selection = hooks or RunHooks(), stage.selection
     total = plan_steps(stage.train, len(stage.data.forget))
     optimizer, scheduler = make_optimizer(model, stage.train, total)
-    start, log = 0, []
-    found = latest_checkpoint(stage.checkpoint_dir) if stage.checkpoint_dir else None
-    if found is not None:
-        start, log = load_checkpoint(found, model, optimizer, scheduler)
-        _rewrite_log(stage.log_path, log)  # drop rows of steps taken after that checkpoint
-        if read_meta(found).get("complete"):
-            return StageResult(steps=len(log), stopped_reason=read_meta(found)["reason"], log=log)
+    start, log, finished = _resume(model, stage, optimizer, scheduler)
+    if finished is not None:
+        return finished
+    source = prepare_reference(model, tokenizer, stage, reference, total)
+    if selection is not None and not selection.history:
+        selection.observe(model, 0)  # the model before this stage: the constraints' baseline
     model.train()
     began, reason = time.monotonic(), "max_steps"
     for step in range(start, total):
         if hooks.cancelled():
             raise Cancelled(f"cancelled before step {step + 1} of stage {stage.name}")
-        values = optimizer_step(model, tokenizer, reference, stage, step)
+        values = optimizer_step(model, tokenizer, source, stage, step)
         grad_norm = _apply_update(model, optimizer, scheduler, stage.train)
-        row = _log_row(stage, step, values, grad_norm, scheduler)
+        row = {"stage": stage.name, "step": step + 1, **values, "lr": scheduler.get_last_lr()[0],
+               "grad_norm": grad_norm}
         log.append(row)
         _append_jsonl(stage.log_path, row)
         done = step + 1
         _report(hooks, stage, done, total, values, began, done - start)
-        if _should_checkpoint(stage, done, total):
-            save_checkpoint(stage.checkpoint_dir / f"step-{done:07d}", model, optimizer, scheduler, done, log)
+        stop = selection is not None and selection.due(done) and selection.observe(model, done)
+        if _should_checkpoint(stage, done, total) and not stop:
+            save_checkpoint(stage.checkpoint_dir / f"step-{done:07d}", model, optimizer, scheduler, done, log,
+                            extra=_extra(selection))
+        if stop:
+            reason = selection.stop_reason()  # type: ignore[union-attr]
+            break
         forget_nll = row.get("forget_nll")
         if stage.train.stop_forget_nll is not None and forget_nll is not None \
                 and forget_nll >= stage.train.stop_forget_nll:
             reason = f"forget_nll {forget_nll:.3f} reached stop_forget_nll {stage.train.stop_forget_nll}"
             break
+    chosen = _finish_selection(model, selection, len(log))
     if stage.checkpoint_dir and stage.train.checkpoint_every:
         save_checkpoint(stage.checkpoint_dir / "final", model, optimizer, scheduler, len(log), log,
-                        complete=True, reason=reason)
+                        complete=True, reason=reason, extra={**_extra(selection), "selection": chosen})
     model.eval()
-    return StageResult(steps=len(log), stopped_reason=reason, log=log)
+    return StageResult(steps=len(log), stopped_reason=reason, log=log, selection=chosen)
 
 
-def _log_row(stage: Stage, step: int, values: dict[str, float], grad_norm: float | None,
-             scheduler: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {"stage": stage.name, "step": step + 1, **values,
-                           "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm}
-    forget_nll = _forget_nll(values, stage.terms)
-    if forget_nll is not None:
-        row["forget_nll"] = forget_nll
-    return row
+def _finish_selection(model: Any, selection: Selection | None, steps: int) -> dict[str, Any] | None:
+    """Evaluate the last step if it was not, then load the chosen checkpoint's weights."""
+    if selection is None:
+        return None
+    if selection.history[-1].step != steps:
+        selection.observe(model, steps)
+    return selection.finish(model)
+
+
+def _extra(selection: Selection | None) -> dict[str, Any]:
+    """What a checkpoint keeps of the selection: its evaluations (snapshots of other steps go)."""
+    if selection is None:
+        return {}
+    selection.prune()
+    return {"evaluations": selection.state()}
 
 
 def _should_checkpoint(stage: Stage, done: int, total: int) -> bool:

@@ -40,6 +40,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     print(before_after_table(summary.metrics))
     print(f"stopped: {summary.stopped_reason}")
     print(f"run folder: {summary.out_dir}")
+    from lethe.core.report_html import write_report
+
+    print(f"report: {write_report(summary.out_dir)}")
     return 0
 
 
@@ -78,6 +81,22 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
     for method in METHODS.values():
         print(f"{method.name:10s} {method.paper} | reference: {method.reference}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from lethe.core.sweep import expand, run_sweep
+    from lethe.core.validate import validate_spec_file
+
+    spec = validate_spec_file(Path(args.spec))
+    variants = expand(spec)  # validates every grid point and the budget before any run
+    if args.dry_run:
+        for variant in variants:
+            print(f"{variant.name}: {variant.overrides}")
+        return 0
+    run_sweep(spec, Path(args.out))
+    print((Path(args.out) / "sweep.md").read_text(encoding="utf-8"), end="")
+    print(f"table: {Path(args.out) / 'sweep.csv'}; plot: {Path(args.out) / 'pareto.png'}")
     return 0
 
 
@@ -148,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_parser("list", help="list built-in models").set_defaults(handler=cmd_models_list)
 
     sub.add_parser("methods", help="list unlearning methods").set_defaults(handler=cmd_methods)
+    p = sub.add_parser("sweep", help="run the spec's sweep grid; write a table and a Pareto plot")
+    p.add_argument("spec")
+    p.add_argument("--out", required=True, help="folder for the runs, sweep.csv/.md and pareto.png")
+    p.add_argument("--dry-run", action="store_true", help="list the grid points and stop")
+    p.set_defaults(handler=cmd_sweep)
+    from lethe.client_cli import add_client_commands  # jobs, datasets, verify, report
+
+    add_client_commands(sub)
     _add_service_commands(sub)
     return parser
 

@@ -24,6 +24,8 @@ RUN_FILES = {
     "run.log": "text/plain; charset=utf-8",
     "spec.yaml": "application/yaml",
     "env.json": "application/json",
+    "model.json": "application/json",
+    "report.html": "text/html; charset=utf-8",
 }
 LOG_FILES = ("run.log", "train_log.jsonl", "spec.yaml")  # kept for failed and cancelled runs too
 

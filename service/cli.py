@@ -1,4 +1,4 @@
-"""CLI verbs of the service: `lethe serve`, `lethe db upgrade`, `lethe worker`.
+"""CLI verbs of the service: `lethe serve`, `lethe db upgrade`, `lethe worker`, `lethe keys`.
 
 `add_service_commands(subparsers)` adds them to the main CLI's subparsers; each sets
 `handler(args) -> int`, the exit code. Settings come from the environment (`LETHE_*`).
@@ -36,6 +36,12 @@ def add_service_commands(subparsers: argparse._SubParsersAction) -> None:
                         help="jobs at once (default 1: run one worker per GPU)")
     worker.add_argument("--hostname", default=None, help="worker name (Celery -n), e.g. gpu0@%%h")
     worker.set_defaults(handler=cmd_worker)
+
+    from .compliance_cli import add_compliance_commands
+    from .keys_cli import add_key_commands
+
+    add_key_commands(subparsers)
+    add_compliance_commands(subparsers)
 
 
 def _log(settings: Settings) -> None:

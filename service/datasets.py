@@ -11,7 +11,7 @@ import hashlib
 import re
 import tempfile
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,11 +21,12 @@ from sqlalchemy.orm import Session
 
 from lethe.core.config import DatasetRef
 
-from . import locks
+from . import limits, locks, tenancy
 from .db import ACTIVE_STATES, Dataset, Job, JobDataset, transaction, utcnow
-from .errors import Conflict, Invalid, NotFound, Problem, TooLarge
+from .errors import Conflict, Invalid, Problem, TooLarge
 from .pages import Page, paginate
 from .runtime import Runtime
+from .settings import Settings
 from .storage import CHUNK, s3_client
 
 SUFFIXES = {"jsonl": ".jsonl", "csv": ".csv", "parquet": ".parquet", "text": ".txt"}
@@ -45,8 +46,9 @@ class DatasetMeta:
     columns: dict[str, str] = field(default_factory=dict)
 
 
-def storage_key(sha256: str) -> str:
-    return f"datasets/{sha256}"
+def storage_key(tenant: str, sha256: str) -> str:
+    """Per tenant: identical uploads of two tenants share nothing (not even a timing hint)."""
+    return f"datasets/{tenant}/{sha256}"
 
 
 # ------------------------------------------------------------------ validation
@@ -72,8 +74,9 @@ def resolve_format(declared: str, filename: str) -> str:
     return fmt
 
 
-def count_rows(path: Path, meta: DatasetMeta, fmt: str, shown_as: str) -> int:
-    """Parse the file as the engine will, and count its examples; 422 if it cannot be used.
+def count_rows(path: Path, meta: DatasetMeta, fmt: str, shown_as: str, settings: Settings) -> int:
+    """Parse the file as the engine will, and count its examples; 422 if it cannot be used, 413
+    if one example is over the row limit.
 
     Messages name the file as the user knows it (`shown_as`), not the server's temporary path.
     """
@@ -81,12 +84,14 @@ def count_rows(path: Path, meta: DatasetMeta, fmt: str, shown_as: str) -> int:
 
     ref = _declared_ref(meta, str(path), fmt)
     try:
-        rows = len(load_examples(ref))
+        examples = load_examples(ref)
     except DataError as err:
         raise Invalid.one("file", str(err).replace(str(path), shown_as)) from None
     except Exception as err:  # noqa: BLE001 - any parser failure is a problem with the user's file
         first = (str(err).splitlines() or [type(err).__name__])[0].replace(str(path), shown_as)
         raise Invalid.one("file", f"{shown_as} cannot be read as {fmt}: {first}") from None
+    limits.check_example_sizes(examples, settings, shown_as)
+    rows = len(examples)
     if rows == 0:
         raise Invalid.one("file", f"no examples found in {shown_as} for schema {meta.schema!r}")
     return rows
@@ -109,8 +114,10 @@ def _spool(stream: BinaryIO, dest: Path, limit: int) -> tuple[str, int]:
 
 
 # ------------------------------------------------------------------ create
-def upload_dataset(rt: Runtime, stream: BinaryIO, filename: str, meta: DatasetMeta) -> Dataset:
+def upload_dataset(rt: Runtime, stream: BinaryIO, filename: str, meta: DatasetMeta, *, tenant: str) -> Dataset:
     """Validate an uploaded file and store it; return the new dataset row."""
+    filename = limits.sanitise_name(filename)
+    meta = replace(meta, name=limits.sanitise_name(meta.name, filename))
     fmt = resolve_format(meta.format, filename)
     _declared_ref(meta, "upload", fmt)  # a bad schema or columns fails before the file is read
     tmp_root = rt.settings.data_dir / "tmp"
@@ -118,27 +125,29 @@ def upload_dataset(rt: Runtime, stream: BinaryIO, filename: str, meta: DatasetMe
     with tempfile.TemporaryDirectory(dir=tmp_root) as tmp:
         path = Path(tmp) / f"upload{SUFFIXES[fmt]}"
         sha256, size = _spool(stream, path, rt.settings.max_upload_bytes)
-        rows = count_rows(path, meta, fmt, filename)
-        key = storage_key(sha256)
-        with locks.blob_lock(rt, sha256), transaction(rt.sessions) as session:
+        rows = count_rows(path, meta, fmt, filename, rt.settings)
+        key = storage_key(tenant, sha256)
+        with locks.blob_lock(rt, key), transaction(rt.sessions) as session:
             if not rt.storage.exists(key):
                 rt.storage.put_file(key, path)
-            row = Dataset(name=meta.name or filename, kind="upload", sha256=sha256, schema=meta.schema,
+            row = Dataset(tenant=tenant, name=meta.name or filename, kind="upload", sha256=sha256, schema=meta.schema,
                           format=fmt, columns=dict(meta.columns), row_count=rows, size=size,
                           storage_key=key)
             session.add(row)
     return row
 
 
-def register_dataset(rt: Runtime, source: str, meta: DatasetMeta) -> Dataset:
+def register_dataset(rt: Runtime, source: str, meta: DatasetMeta, *, tenant: str) -> Dataset:
     """Register an `s3://bucket/key` (validated and hashed now) or an `hf:ORG/NAME` reference."""
+    meta = replace(meta, name=limits.sanitise_name(meta.name, source))
     if source.startswith("s3://"):
-        return _register_s3(rt, source, meta)
+        return _register_s3(rt, source, meta, tenant)
     if not HUB_DATASET.match(source):
-        raise Invalid.one("source", "use s3://BUCKET/KEY (an allowed bucket) or hf:ORG/NAME")
+        raise Invalid.one("source", f"{source[:200]!r} cannot be registered: use s3://BUCKET/KEY "
+                          "(an allowed bucket) or hf:ORG/NAME; URLs and server paths are not accepted")
     _declared_ref(meta, source, "hub" if meta.format in ("auto", "") else meta.format)
     with transaction(rt.sessions) as session:
-        row = Dataset(name=meta.name or source, kind="hub", source=source, schema=meta.schema,
+        row = Dataset(tenant=tenant, name=meta.name or source, kind="hub", source=source, schema=meta.schema,
                       format="hub", columns=dict(meta.columns))
         session.add(row)
     return row
@@ -174,30 +183,28 @@ def fetch_s3(rt: Runtime, uri: str, dest: Path, field_name: str = "source") -> t
         return _spool(body, dest, rt.settings.max_upload_bytes)
 
 
-def _register_s3(rt: Runtime, uri: str, meta: DatasetMeta) -> Dataset:
+def _register_s3(rt: Runtime, uri: str, meta: DatasetMeta, tenant: str) -> Dataset:
     fmt = resolve_format(meta.format, uri)
     _declared_ref(meta, uri, fmt)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"object{SUFFIXES[fmt]}"
         sha256, size = fetch_s3(rt, uri, path)
-        rows = count_rows(path, meta, fmt, uri)
+        rows = count_rows(path, meta, fmt, uri, rt.settings)
     with transaction(rt.sessions) as session:
-        row = Dataset(name=meta.name or uri, kind="s3", source=uri, sha256=sha256, schema=meta.schema,
+        row = Dataset(tenant=tenant, name=meta.name or uri, kind="s3", source=uri, sha256=sha256, schema=meta.schema,
                       format=fmt, columns=dict(meta.columns), row_count=rows, size=size)
         session.add(row)
     return row
 
 
 # ------------------------------------------------------------------ read and delete
-def list_datasets(session: Session, limit: int = 50, cursor: str | None = None) -> Page[Dataset]:
-    return paginate(session, select(Dataset).where(Dataset.deleted.is_(False)), Dataset, limit, cursor)
+def list_datasets(session: Session, limit: int = 50, cursor: str | None = None, *,
+                  tenant: str) -> Page[Dataset]:
+    return paginate(session, tenancy.datasets(tenant), Dataset, limit, cursor)
 
 
-def get_dataset(session: Session, dataset_id: uuid.UUID) -> Dataset:
-    row = session.get(Dataset, dataset_id)
-    if row is None or row.deleted:
-        raise NotFound(f"dataset {dataset_id} not found")
-    return row
+def get_dataset(session: Session, dataset_id: uuid.UUID, *, tenant: str) -> Dataset:
+    return tenancy.dataset(session, tenant, dataset_id)
 
 
 def active_jobs_using(session: Session, dataset_id: uuid.UUID) -> list[uuid.UUID]:
@@ -206,17 +213,15 @@ def active_jobs_using(session: Session, dataset_id: uuid.UUID) -> list[uuid.UUID
     return list(session.scalars(query))
 
 
-def delete_dataset(rt: Runtime, dataset_id: uuid.UUID) -> None:
+def delete_dataset(rt: Runtime, dataset_id: uuid.UUID, *, tenant: str) -> None:
     """Delete a dataset (409 while a queued or running job uses it) and, if it was the last
     row holding its content, the stored object. The row is marked first, the object removed
     after: a failure in between leaves an orphan object, never a row without its object."""
     with transaction(rt.sessions) as session:
-        sha256 = get_dataset(session, dataset_id).sha256
-    with locks.blob_lock(rt, sha256 or "-"):
+        lock_name = get_dataset(session, dataset_id, tenant=tenant).storage_key
+    with locks.blob_lock(rt, lock_name or "-"):
         with transaction(rt.sessions) as session:
-            row = session.scalars(select(Dataset).where(Dataset.id == dataset_id).with_for_update()).one()
-            if row.deleted:
-                raise NotFound(f"dataset {dataset_id} not found")
+            row = tenancy.dataset(session, tenant, dataset_id, for_update=True)
             users = active_jobs_using(session, dataset_id)
             if users:
                 raise Conflict(f"dataset {dataset_id} is used by queued or running job(s) "

@@ -2,8 +2,8 @@
 
 The schema itself is created by Alembic (`migrations/`), never by `create_all`, so a database is
 either at the migration head or refused (see `lethe.service.migrate`). Every timestamp is UTC.
-Later issues add a `tenant_id` column to each owned table; queries go through `service/*.py`, so
-tenant scoping will live there in one place.
+Datasets and jobs carry their `tenant`; events and artifacts belong to a tenant through their
+job. Every tenant-facing query is built by `lethe.service.tenancy`, so scoping lives in one place.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ class Dataset(Base):
     __tablename__ = "datasets"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
     name: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(16))  # upload | s3 | hub
     source: Mapped[str | None] = mapped_column(Text)  # the reference, for s3 and hub
@@ -85,6 +86,7 @@ class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
     name: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     stage: Mapped[str | None] = mapped_column(String(64))
@@ -138,6 +140,133 @@ class Artifact(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     content_type: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key: only the SHA-256 of the secret is stored; revoked keys stay for the record."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    scopes: Mapped[str] = mapped_column(String(64))  # comma-separated: submit,read,admin
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class IdempotencyRecord(Base):
+    """The first answer to a POST sent with an `Idempotency-Key`, replayed on retries."""
+
+    __tablename__ = "idempotency_keys"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)  # null while the first is in flight
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditEntry(Base):
+    """One line of the append-only audit log; `hash` chains it to the line before (`lethe.service.audit`)."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    tenant: Mapped[str | None] = mapped_column(String(64))
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(16))  # key | anonymous | system
+    action: Mapped[str] = mapped_column(String(100))  # "POST /v1/jobs" | "job.status"
+    target: Mapped[str | None] = mapped_column(String(300))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_audit_log_tenant", "tenant", "seq"),)
+
+
+class AuditHead(Base):
+    """The chain's last sequence number and hash (one row, locked while a line is appended)."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class CertificateRecord(Base):
+    """A succeeded job's evidence (written by the worker) and, once issued, its signed certificate."""
+
+    __tablename__ = "certificates"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON)
+    document: Mapped[str | None] = mapped_column(Text)  # the canonical signed file, byte for byte
+    key_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    signed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TenantWebhook(Base):
+    """A tenant's default callback URL and the secret that signs every callback to the tenant."""
+
+    __tablename__ = "tenant_webhooks"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str | None] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(128))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class JobCallback(Base):
+    """The callback URL given with one job's submission (overrides the tenant's default)."""
+
+    __tablename__ = "job_callbacks"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+
+
+class WebhookDelivery(Base):
+    """One callback to send (an outbox row, written with the state change it reports)."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)  # the exact JSON sent
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+
+class WebhookAttempt(Base):
+    """One try of a delivery: what the receiver answered, or why it could not be reached."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+                                                   index=True)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int] = mapped_column(Integer)
 
 
 def affected(result: Result[Any]) -> int:

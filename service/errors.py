@@ -18,6 +18,7 @@ class Problem:
 
 class ServiceError(Exception):
     status = 400
+    headers: dict[str, str] = {}  # noqa: RUF012 - read-only default; subclasses set their own
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -26,6 +27,19 @@ class ServiceError(Exception):
     @property
     def detail(self) -> object:
         return self.message
+
+
+class Unauthorized(ServiceError):
+    """No key, or an unknown or revoked one."""
+
+    status = 401
+    headers = {"WWW-Authenticate": "Bearer"}  # noqa: RUF012
+
+
+class Forbidden(ServiceError):
+    """A valid key without the scope the request needs."""
+
+    status = 403
 
 
 class NotFound(ServiceError):
@@ -38,6 +52,16 @@ class Conflict(ServiceError):
 
 class TooLarge(ServiceError):
     status = 413
+
+
+class TooMany(ServiceError):
+    """Over a tenant's quota: 429 with Retry-After."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(max(1, int(retry_after_s)))}
 
 
 class Unavailable(ServiceError):

@@ -20,14 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.orm import Session
 
-from . import artifacts
-from .db import Artifact, Job, affected, transaction, utcnow
+from . import artifacts, limits, certificates
+from .db import Artifact, CertificateRecord, Job, affected, transaction, utcnow
 from .errors import ServiceError
 from .jobs import add_event
 from .progress import Reporter
 from .resolve import resolve_datasets
+from .retry import retry_db
 from .runtime import Runtime
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 class Outcome(enum.StrEnum):
     DONE = "done"  # this call ran the job to an end (or lost it to another worker)
     BUSY = "busy"  # another worker holds a live lease: try again after the lease
+    DEFERRED = "deferred"  # the job's tenant is at its running quota: try again later
     SKIPPED = "skipped"  # nothing to do: the job ended, was cancelled, or does not exist
 
 
@@ -56,13 +60,28 @@ def fenced(claim: Claim) -> Any:
 
 
 def claim_job(rt: Runtime, job_id: uuid.UUID) -> Claim | Outcome:
+    """Take the job (queued, or running with an expired lease) under its tenant's lock: a job of
+    a tenant at its running quota is DEFERRED, one started `max_attempts` times is failed."""
+    with rt.sessions() as session:
+        tenant = session.scalar(select(Job.tenant).where(Job.id == job_id))
+    if tenant is None:
+        return Outcome.SKIPPED
+    with limits.tenant_lock(rt, tenant):
+        return _claim(rt, job_id, tenant)
+
+
+def _claim(rt: Runtime, job_id: uuid.UUID, tenant: str) -> Claim | Outcome:
     now = utcnow()
     stale = now - timedelta(seconds=rt.settings.job_lease_s)
+    claimable = or_(Job.status == "queued", and_(Job.status == "running", Job.heartbeat_at < stale))
     with transaction(rt.sessions) as session:
+        if give_up(session, rt.settings, Job.id == job_id, claimable):
+            return Outcome.SKIPPED
+        status = session.scalar(select(Job.status).where(Job.id == job_id))
+        if status == "queued" and not limits.may_start(session, rt.settings, tenant):
+            return Outcome.DEFERRED
         claimed = session.execute(
-            update(Job).where(Job.id == job_id, or_(
-                Job.status == "queued",
-                and_(Job.status == "running", Job.heartbeat_at < stale)))
+            update(Job).where(Job.id == job_id, claimable)
             .values(status="running", attempts=Job.attempts + 1, heartbeat_at=now,
                     started_at=now))
         job = session.get(Job, job_id)
@@ -71,6 +90,21 @@ def claim_job(rt: Runtime, job_id: uuid.UUID) -> Claim | Outcome:
         session.refresh(job)
         add_event(session, job_id, "status", {"status": "running", "attempt": job.attempts})
         return Claim(job_id, job.attempts, dict(job.spec))
+
+
+def give_up(session: Session, settings: Settings, *where: Any) -> bool:
+    """Fail the jobs matching `where` that were started `max_attempts` times already (their
+    workers kept vanishing); True if any was."""
+    ids = list(session.scalars(select(Job.id).where(*where, Job.attempts >= settings.max_attempts)))
+    for job_id in ids:
+        reason = (f"its worker stopped responding {settings.max_attempts} times (no heartbeat for "
+                  f"{settings.job_lease_s:g} s): gave up; resubmit it, or look for what kills the "
+                  "worker (out of memory?)")
+        done = session.execute(update(Job).where(Job.id == job_id, *where).values(
+            status="failed", error=reason, finished_at=utcnow()))
+        if affected(done):
+            add_event(session, job_id, "status", {"status": "failed", "error": reason})
+    return bool(ids)
 
 
 class Heartbeat:
@@ -126,9 +160,12 @@ def store_files(rt: Runtime, claim: Claim, files: list[artifacts.PackedFile]) ->
     return rows
 
 
+@retry_db()  # a finished run is not thrown away for a dropped connection
 def finish(rt: Runtime, claim: Claim, status: str, *, rows: list[Artifact], metrics: dict | None = None,
-           error: str | None = None, payload: dict[str, Any] | None = None) -> None:
-    """Write the final state and the artifact rows in one transaction, if the claim still holds."""
+           error: str | None = None, payload: dict[str, Any] | None = None,
+           evidence: dict[str, Any] | None = None) -> None:
+    """Write the final state, the artifact rows and a success's certificate evidence in one
+    transaction, if the claim still holds."""
     with transaction(rt.sessions) as session:
         done = session.execute(fenced(claim).values(
             status=status, finished_at=utcnow(), metrics=metrics, error=error))
@@ -136,6 +173,8 @@ def finish(rt: Runtime, claim: Claim, status: str, *, rows: list[Artifact], metr
             raise LeaseLost(str(claim.job_id))
         session.execute(delete(Artifact).where(Artifact.job_id == claim.job_id))  # from an earlier try
         session.add_all(rows)
+        if evidence is not None:
+            session.merge(CertificateRecord(job_id=claim.job_id, evidence=evidence, created_at=utcnow()))
         add_event(session, claim.job_id, "status", {"status": status, **({"error": error} if error else {}),
                                                     **(payload or {})})
 
@@ -149,6 +188,16 @@ def _run_engine(rt: Runtime, claim: Claim, work: Path, beat: Heartbeat) -> Any:
     return run_job(spec, work / "run", Reporter(rt, claim, beat).hooks())
 
 
+def write_report_safely(run_dir: Path) -> None:
+    """The run's report.html; a job whose report cannot be drawn still succeeds (logged)."""
+    from lethe.core.report_html import write_report
+
+    try:
+        write_report(run_dir)
+    except Exception:
+        log.warning("could not write the report of %s", run_dir, exc_info=True)
+
+
 def _run_claimed(rt: Runtime, claim: Claim, work: Path, beat: Heartbeat) -> str:
     """Run the claimed job to a final state; return that state."""
     from lethe.core.train import Cancelled
@@ -156,10 +205,14 @@ def _run_claimed(rt: Runtime, claim: Claim, work: Path, beat: Heartbeat) -> str:
     run_dir = work / "run"
     try:
         summary = _run_engine(rt, claim, work, beat)
+        if beat.cancel.is_set():  # asked to stop while the last stage ran: honour it
+            raise Cancelled("cancelled after the last stage")
+        write_report_safely(run_dir)
         rows = store_files(rt, claim, artifacts.collect(run_dir, succeeded=True))
         metrics = {k: summary.metrics.get(k) for k in ("before", "after")}
         finish(rt, claim, "succeeded", rows=rows, metrics=metrics,
-               payload={"stopped_reason": summary.stopped_reason})
+               payload={"stopped_reason": summary.stopped_reason},
+               evidence=certificates.collect_evidence(rt, claim.spec, work, rows))
         return "succeeded"
     except Cancelled:
         if beat.lost.is_set():

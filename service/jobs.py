@@ -8,27 +8,27 @@ A job is validated completely before it is queued: the spec by pydantic (at the 
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from lethe.core.config import DatasetRef
 from lethe.core.spec import JobSpec
 
+from . import limits, policy, tenancy, transitions, webhooks
 from .datasets import check_s3_uri
-from .db import JOB_STATES, Artifact, Dataset, Job, JobDataset, JobEvent, affected, transaction, utcnow
-from .errors import Conflict, Invalid, NotFound, Problem, Unavailable
+from .db import (JOB_STATES, Artifact, Dataset, Job, JobCallback, JobDataset, JobEvent, affected,
+                 transaction, utcnow)
+from .errors import Conflict, Invalid, Problem, Unavailable
 from .pages import Page, paginate
 from .runtime import Runtime
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-_SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*):")
 
 
 # ------------------------------------------------------------------ spec inspection
@@ -58,7 +58,7 @@ def choose_queue(spec: JobSpec, settings: Settings) -> str:
     return "cpu"
 
 
-def _check_ref(rt: Runtime, session: Session, path: str, ref: DatasetRef) -> uuid.UUID | None:
+def _check_ref(rt: Runtime, session: Session, path: str, ref: DatasetRef, tenant: str) -> uuid.UUID | None:
     """Raise Invalid unless the reference can be resolved; return the dataset id it names."""
     field = f"{path}.source"
     source = ref.source
@@ -68,35 +68,33 @@ def _check_ref(rt: Runtime, session: Session, path: str, ref: DatasetRef) -> uui
         raise Invalid.one(field, f"{source!r} is not dataset:<uuid>: use the id that "
                           "POST /v1/datasets returned") from None
     if dataset_id is not None:
-        row = session.scalars(select(Dataset).where(Dataset.id == dataset_id).with_for_update()).first()
-        if row is None or row.deleted:
+        row = session.scalars(tenancy.datasets(tenant).where(Dataset.id == dataset_id)
+                              .with_for_update()).first()
+        if row is None:
             raise Invalid.one(field, f"no dataset {dataset_id}: upload it with POST /v1/datasets "
                               "(or check the id with GET /v1/datasets)")
         return dataset_id
-    scheme = _SCHEME.match(source)
     if source.startswith("s3://"):
         check_s3_uri(rt, source, field)
-    elif scheme and scheme.group(1) in ("hf", "builtin"):
-        pass
-    elif scheme or not rt.settings.allow_local_paths:
-        raise Invalid.one(field, f"{source!r} cannot be read by the service: use dataset:<id> (an "
-                          "upload), s3://BUCKET/KEY, hf:ORG/NAME or builtin:NAME")
+    else:
+        ref.source = policy.check_plain_reference(source, rt.settings, field)
     return None
 
 
-def _validate(rt: Runtime, session: Session, spec: JobSpec) -> set[uuid.UUID]:
+def _validate(rt: Runtime, session: Session, spec: JobSpec, tenant: str) -> set[uuid.UUID]:
     """Check what pydantic cannot: the model reference and every dataset reference."""
     from lethe.core.models import ModelError, check_model_reference
 
-    problems: list[Problem] = []
+    problems = policy.model_problems(spec, rt.settings)
     try:
-        check_model_reference(spec.model)
+        if not any(p.field == "model.name" for p in problems):
+            check_model_reference(spec.model)
     except ModelError as err:
         problems.append(Problem("model.name", str(err)))
     used: set[uuid.UUID] = set()
     for path, ref in dataset_refs(spec):
         try:
-            dataset_id = _check_ref(rt, session, path, ref)
+            dataset_id = _check_ref(rt, session, path, ref, tenant)
         except Invalid as err:
             problems += err.problems
             continue
@@ -110,19 +108,25 @@ def _validate(rt: Runtime, session: Session, spec: JobSpec) -> set[uuid.UUID]:
 # ------------------------------------------------------------------ create and read
 def add_event(session: Session, job_id: uuid.UUID, kind: str, payload: dict[str, Any]) -> None:
     session.add(JobEvent(job_id=job_id, kind=kind, payload=payload))
+    if kind == "status":  # every state change is audited and sent to the job's webhook
+        transitions.on_status(session, job_id, payload)
 
 
-def create_job(rt: Runtime, spec: JobSpec) -> Job:
+def create_job(rt: Runtime, spec: JobSpec, *, tenant: str, callback_url: str | None = None) -> Job:
     """Validate, store as queued and hand to a worker; 503 if no worker can be reached."""
-    with transaction(rt.sessions) as session:
-        used = _validate(rt, session, spec)
+    callback = webhooks.checked_url(rt.settings, callback_url) if callback_url else None
+    with limits.tenant_lock(rt, tenant), transaction(rt.sessions) as session:
+        limits.check_queue_quota(session, rt.settings, tenant)
+        used = _validate(rt, session, spec, tenant)
         # exclude_unset: the worker needs to know which dataset options the user set (see
         # execution.resolve_datasets); the run folder's spec.yaml has every default filled in.
-        job = Job(name=spec.name, status="queued",
+        job = Job(tenant=tenant, name=spec.name, status="queued",
                   spec=spec.model_dump(mode="json", by_alias=True, exclude_unset=True),
                   queue=choose_queue(spec, rt.settings), attempts=0, cancel_requested=False)
         session.add(job)
         session.flush()
+        if callback:
+            session.add(JobCallback(job_id=job.id, url=callback))
         session.add_all(JobDataset(job_id=job.id, dataset_id=d) for d in sorted(used))
         add_event(session, job.id, "status", {"status": "queued", "queue": job.queue})
     if rt.dispatcher is None:
@@ -150,8 +154,8 @@ def _fail_undispatched(rt: Runtime, job_id: uuid.UUID, reason: str) -> bool:
 
 
 def list_jobs(session: Session, status: str | None = None, limit: int = 50,
-              cursor: str | None = None) -> Page[Job]:
-    query = select(Job)
+              cursor: str | None = None, *, tenant: str) -> Page[Job]:
+    query = tenancy.jobs(tenant)
     if status is not None:
         if status not in JOB_STATES:
             raise Invalid.one("query.status",
@@ -160,17 +164,14 @@ def list_jobs(session: Session, status: str | None = None, limit: int = 50,
     return paginate(session, query, Job, limit, cursor)
 
 
-def get_job(session: Session, job_id: uuid.UUID) -> Job:
-    job = session.get(Job, job_id)
-    if job is None:
-        raise NotFound(f"job {job_id} not found")
-    return job
+def get_job(session: Session, job_id: uuid.UUID, *, tenant: str) -> Job:
+    return tenancy.job(session, tenant, job_id)
 
 
-def cancel_job(rt: Runtime, job_id: uuid.UUID) -> Job:
+def cancel_job(rt: Runtime, job_id: uuid.UUID, *, tenant: str) -> Job:
     """A queued job is cancelled at once; a running one is asked to stop at its next step."""
     with transaction(rt.sessions) as session:
-        job = get_job(session, job_id)
+        job = get_job(session, job_id, tenant=tenant)
         now = utcnow()
         queued = session.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(
             status="cancelled", finished_at=now, cancel_requested=True))
@@ -183,24 +184,20 @@ def cancel_job(rt: Runtime, job_id: uuid.UUID) -> Job:
                 raise Conflict(f"job {job_id} has already ended ({job.status}): nothing to cancel")
             add_event(session, job_id, "cancel_requested", {})
     with rt.sessions() as session:
-        return get_job(session, job_id)
+        return get_job(session, job_id, tenant=tenant)
 
 
-def list_events(session: Session, job_id: uuid.UUID, after: int = 0, limit: int = 1000) -> list[JobEvent]:
-    get_job(session, job_id)
-    query = (select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after)
-             .order_by(JobEvent.id).limit(limit))
+def list_events(session: Session, job_id: uuid.UUID, after: int = 0, limit: int = 1000, *,
+                tenant: str) -> list[JobEvent]:
+    get_job(session, job_id, tenant=tenant)
+    query = tenancy.events(tenant, job_id).where(JobEvent.id > after).order_by(JobEvent.id).limit(limit)
     return list(session.scalars(query))
 
 
-def list_artifacts(session: Session, job_id: uuid.UUID) -> list[Artifact]:
-    get_job(session, job_id)
-    return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)))
+def list_artifacts(session: Session, job_id: uuid.UUID, *, tenant: str) -> list[Artifact]:
+    get_job(session, job_id, tenant=tenant)
+    return list(session.scalars(tenancy.artifacts(tenant, job_id).order_by(Artifact.name)))
 
 
-def get_artifact(session: Session, job_id: uuid.UUID, name: str) -> Artifact:
-    get_job(session, job_id)
-    row = session.get(Artifact, (job_id, name))
-    if row is None:
-        raise NotFound(f"job {job_id} has no artifact {name!r}: GET /v1/jobs/{job_id}/artifacts lists them")
-    return row
+def get_artifact(session: Session, job_id: uuid.UUID, name: str, *, tenant: str) -> Artifact:
+    return tenancy.artifact(session, tenant, job_id, name)

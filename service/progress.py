@@ -7,12 +7,18 @@ fenced by the claim, and cancellation comes from the heartbeat thread's flag.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import DBAPIError
 
 from .db import affected, transaction
 from .jobs import add_event
 from .metrics import STEP_SECONDS
+from .retry import transient
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from lethe.core.train import Progress, RunHooks
@@ -40,13 +46,23 @@ class Reporter:
                         should_cancel=self.beat.cancel.is_set)
 
     def _write(self, values: dict[str, Any], kind: str, payload: dict[str, Any]) -> None:
+        """Best effort: a database blip loses one progress row, never the run."""
         from .execution import fenced
 
-        with transaction(self.rt.sessions) as session:
-            if affected(session.execute(fenced(self.claim).values(**values))):
-                add_event(session, self.claim.job_id, kind, payload)
+        try:
+            with transaction(self.rt.sessions) as session:
+                if affected(session.execute(fenced(self.claim).values(**values))):
+                    add_event(session, self.claim.job_id, kind, payload)
+        except DBAPIError as err:
+            if not transient(err):
+                raise
+            log.warning("job %s: progress not written (database unreachable)", self.claim.job_id)
 
     def on_stage(self, name: str) -> None:
+        if self.beat.cancel.is_set():  # between stages: stop before starting the next one
+            from lethe.core.train import Cancelled
+
+            raise Cancelled(f"cancelled before stage {name}")
         self._write({"stage": name}, "stage", {"stage": name})
         self._last_write = 0.0  # the new stage's first progress is written too
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
@@ -77,6 +77,54 @@ class Settings(BaseSettings):
     allow_local_paths: bool = Field(
         False, description="Let job specs name files on the server's disk as datasets. Off: only "
         "`dataset:ID`, allowed `s3://`, `hf:` and `builtin:` references.")
+    bootstrap_key: SecretStr = Field(
+        SecretStr(""), description="An admin API key installed at start (for scripts and the demo); "
+        "send it as `Authorization: Bearer KEY`. Unset: the previous bootstrap key is revoked.")
+    bootstrap_tenant: str = Field(
+        "default", description="Tenant of the bootstrap key (rows from before tenants belong to `default`).")
+    max_json_kb: int = Field(
+        1024, ge=1, description="Largest JSON request body (a job spec, a registration), in KiB; 413 over it.")
+    max_row_kb: int = Field(
+        256, ge=1, description="Largest single example (prompt + answer, or one text row) of a dataset, "
+        "in KiB; an upload with a bigger one gets 413.")
+    allowed_models: CommaList = Field(
+        default_factory=list, description="Model references jobs may name besides the built-ins: hub "
+        "ids or glob patterns (`HuggingFaceTB/*`; `*` allows any hub id). A local checkpoint folder "
+        "(also `eval.judge.path`) must be listed exactly. Empty: built-in models only.")
+    allow_remote_code: bool = Field(
+        False, description="Admin switch: let specs set `model.trust_remote_code: true` (runs code "
+        "from the model's repository). Off: such specs get 422.")
+    tenant_max_queued: int = Field(
+        20, ge=1, description="Queued jobs one tenant may have; a submission over it gets 429 with "
+        "Retry-After.")
+    tenant_max_running: int = Field(
+        2, ge=1, description="Jobs of one tenant that run at once; further jobs wait queued (and count "
+        "against `tenant_max_queued`).")
+    quota_retry_after_s: int = Field(
+        30, ge=1, description="The Retry-After (seconds) of a 429 answer, and how long a worker waits "
+        "before trying a job again whose tenant is at `tenant_max_running`.")
+    max_attempts: int = Field(
+        3, ge=1, description="Times a job is started before a job whose worker keeps vanishing is "
+        "failed with the reason.")
+    maintenance_interval_s: float = Field(
+        10.0, ge=0, description="How often the API checks heartbeats (requeues or fails jobs whose "
+        "worker vanished) and re-dispatches queued jobs the broker lost; 0: never.")
+    idempotency_ttl_h: float = Field(
+        24.0, gt=0, description="Hours an `Idempotency-Key` is remembered.")
+    signing_key_file: Path | None = Field(
+        None, description="PEM file of the Ed25519 key that signs unlearning certificates; created "
+        "(mode 0600) if missing. Empty: `<data_dir>/signing_key.pem`. Give every API replica the same file.")
+    webhook_allow_private: bool = Field(
+        False, description="Allow callback URLs that resolve to private, loopback or link-local "
+        "addresses. Off: such callbacks are refused (at submission and again at delivery).")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="Seconds a callback may take to answer.")
+    webhook_max_attempts: int = Field(
+        8, ge=1, le=50, description="Tries of one callback before it is marked failed.")
+    webhook_backoff_s: float = Field(
+        10.0, gt=0, description="Wait before the first retry of a callback; doubled after each try.")
+    webhook_backoff_max_s: float = Field(3600.0, gt=0, description="Longest wait between two tries.")
+    webhook_poll_s: float = Field(
+        1.0, gt=0, description="How often an API process looks for callbacks that are due.")
     log_level: str = Field("info", description="Log level of the API and the workers.")
     cache_dir: Path | None = Field(
         None, description="Where the engine keeps prepared built-in models (read by `lethe.core`). "
@@ -114,6 +162,10 @@ class Settings(BaseSettings):
     @property
     def work_root(self) -> Path:
         return (self.work_dir or self.data_dir / "work").expanduser().resolve()
+
+    @property
+    def signing_key_path(self) -> Path:
+        return (self.signing_key_file or self.data_dir / "signing_key.pem").expanduser().resolve()
 
     @property
     def max_upload_bytes(self) -> int:

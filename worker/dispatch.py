@@ -11,6 +11,7 @@ import logging
 import queue
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable
 
 from lethe.service.execution import Outcome, execute_job, requeue_orphans
@@ -19,6 +20,7 @@ from lethe.service.settings import Settings
 
 log = logging.getLogger(__name__)
 TASK_NAME = "lethe.run_job"
+QUEUES = ("cpu", "gpu")
 
 
 class CeleryDispatcher:
@@ -42,20 +44,45 @@ class CeleryDispatcher:
         with self.app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
 
+    def pending(self) -> set[uuid.UUID] | None:
+        """Jobs the broker holds (waiting in a queue, or delivered and not yet acknowledged);
+        None when the transport cannot be inspected (only Redis can)."""
+        from .broker_scan import redis_pending
+
+        with self.app.connection_for_read() as conn:
+            if conn.transport_cls not in ("redis", "rediss"):
+                return None
+            return redis_pending(conn.default_channel, QUEUES)
+
 
 class InProcessDispatcher:
     """Worker threads consuming an in-memory queue; jobs left over by a previous process
     (queued, or running when it stopped) are queued again at start."""
 
     def __init__(self, execute: Callable[[uuid.UUID], Outcome], threads: int, retry_after_s: float,
-                 recover: Callable[[], list[tuple[uuid.UUID, str]]] | None = None) -> None:
+                 recover: Callable[[], list[tuple[uuid.UUID, str]]] | None = None,
+                 defer_s: float | None = None) -> None:
         self.execute, self.retry_after_s, self.recover = execute, retry_after_s, recover
+        self.defer_s = retry_after_s if defer_s is None else defer_s
         self.queue: queue.Queue[uuid.UUID | None] = queue.Queue()
+        self._held: Counter[uuid.UUID] = Counter()  # queued, running or waiting for a retry here
+        self._lock = threading.Lock()
         self.threads = [threading.Thread(target=self._loop, name=f"lethe-worker-{i}", daemon=True)
                         for i in range(threads)]
 
     def dispatch(self, job_id: uuid.UUID, queue: str) -> None:
+        self._hold(job_id, +1)
         self.queue.put(job_id)
+
+    def _hold(self, job_id: uuid.UUID, change: int) -> None:
+        with self._lock:
+            self._held[job_id] += change
+            if self._held[job_id] <= 0:
+                del self._held[job_id]
+
+    def pending(self) -> set[uuid.UUID] | None:
+        with self._lock:
+            return set(self._held)
 
     def start(self) -> None:
         for thread in self.threads:
@@ -79,12 +106,17 @@ class InProcessDispatcher:
     def _loop(self) -> None:
         while (job_id := self.queue.get()) is not None:
             try:
-                if self.execute(job_id) is Outcome.BUSY:
-                    timer = threading.Timer(self.retry_after_s, self.dispatch, (job_id, "cpu"))
+                outcome = self.execute(job_id)
+                if outcome in (Outcome.BUSY, Outcome.DEFERRED):
+                    wait = self.retry_after_s if outcome is Outcome.BUSY else self.defer_s
+                    self._hold(job_id, +1)  # held while the timer waits; put back by it
+                    timer = threading.Timer(wait, self.queue.put, (job_id,))
                     timer.daemon = True
                     timer.start()
             except Exception:
                 log.exception("job %s: the worker failed outside the job", job_id)
+            finally:
+                self._hold(job_id, -1)
 
 
 def attach_dispatcher(rt: Runtime) -> Dispatcher:
@@ -94,5 +126,6 @@ def attach_dispatcher(rt: Runtime) -> Dispatcher:
     else:
         rt.dispatcher = InProcessDispatcher(lambda job_id: execute_job(rt, job_id),
                                             rt.settings.inprocess_workers, rt.settings.job_lease_s,
-                                            recover=lambda: requeue_orphans(rt))
+                                            recover=lambda: requeue_orphans(rt),
+                                            defer_s=rt.settings.quota_retry_after_s)
     return rt.dispatcher

@@ -48,9 +48,12 @@ def _serve_metrics(**_: object) -> None:
 
 @app.task(name=TASK_NAME, bind=True, max_retries=None, acks_late=True)
 def run_job_task(self: Task, job_id: str) -> str:
-    """Run one job; if another worker still holds it, look again once its lease could expire."""
+    """Run one job; if another worker still holds it, look again once its lease could expire;
+    if its tenant is at its running quota, look again after `quota_retry_after_s`."""
     outcome = execute_job(worker_runtime(), uuid.UUID(job_id))
-    if outcome is Outcome.BUSY:
+    if outcome in (Outcome.BUSY, Outcome.DEFERRED):
         queue = (self.request.delivery_info or {}).get("routing_key")
-        raise self.retry(countdown=Settings().job_lease_s, queue=queue)
+        settings = Settings()
+        wait = settings.job_lease_s if outcome is Outcome.BUSY else settings.quota_retry_after_s
+        raise self.retry(countdown=wait, queue=queue)
     return outcome.value

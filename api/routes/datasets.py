@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile, status
 
 from lethe.service import datasets as service
+from lethe.service import idempotency
+from lethe.service.runtime import Runtime
+from lethe.service.storage import CHUNK
 from lethe.service.db import Dataset
 from lethe.service.errors import Invalid
 
-from ..deps import RuntimeDep, SessionDep
+from ..deps import ReadDep, RuntimeDep, SessionDep, SubmitDep
 from ..schemas import DatasetOut, DatasetPage, ErrorOut, RegisterDataset
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (404, 409, 413, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut}
+                                           for code in (401, 403, 404, 409, 413, 422, 503)}
 
 
 def dataset_out(row: Dataset) -> DatasetOut:
@@ -39,6 +45,7 @@ def _columns(raw: str) -> dict[str, str]:
 @router.post("", status_code=status.HTTP_201_CREATED, responses=ERRORS)
 def upload_dataset(
     rt: RuntimeDep,
+    principal: SubmitDep,
     file: Annotated[UploadFile, File(description="JSONL, CSV, Parquet or plain text")],
     schema_: Annotated[str, Form(alias="schema",
                                  description="pairs | prompts | pku_saferlhf | truthfulqa | book")] = "pairs",
@@ -46,36 +53,64 @@ def upload_dataset(
                       ] = "auto",
     columns: Annotated[str, Form(description='JSON object, e.g. {"prompt": "question"}')] = "{}",
     name: Annotated[str | None, Form(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", description="a client-made "
+                               "key: a retry with it returns the first result")] = None,
 ) -> DatasetOut:
     """Upload a dataset: it is parsed and counted with its declared schema before it is stored."""
     meta = service.DatasetMeta(name=name or file.filename or "upload", schema=schema_, format=format,
                                columns=_columns(columns))
-    row = service.upload_dataset(rt, file.file, file.filename or "upload", meta)
-    return dataset_out(row)
+    digest = "" if idempotency_key is None else idempotency.body_hash(
+        [_file_sha256(file), file.filename, schema_, format, columns, name])
+
+    def create() -> uuid.UUID:
+        return service.upload_dataset(rt, file.file, file.filename or "upload", meta,
+                                      tenant=principal.tenant).id
+
+    return _once(rt, principal.tenant, "POST /v1/datasets", idempotency_key, digest, create)
+
+
+def _file_sha256(file: UploadFile) -> str:
+    digest = hashlib.sha256()
+    while block := file.file.read(CHUNK):
+        digest.update(block)
+    file.file.seek(0)
+    return digest.hexdigest()
+
+
+def _once(rt: Runtime, tenant: str, endpoint: str, key: str | None, digest: str,
+          create: Callable[[], uuid.UUID]) -> DatasetOut:
+    slot = idempotency.Slot(tenant, endpoint, idempotency.check_key(key)) if key is not None else None
+    dataset_id, _ = idempotency.run_once(rt, slot, digest, create)
+    with rt.sessions() as session:
+        return dataset_out(service.get_dataset(session, dataset_id, tenant=tenant))
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, responses=ERRORS)
-def register_dataset(rt: RuntimeDep, body: RegisterDataset) -> DatasetOut:
+def register_dataset(rt: RuntimeDep, principal: SubmitDep, body: RegisterDataset,
+                     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+                     ) -> DatasetOut:
     """Register `s3://bucket/key` (an allowed bucket; validated now) or `hf:ORG/NAME` by reference."""
     meta = service.DatasetMeta(name=body.name or body.source, schema=body.schema_, format=body.format,
                                columns=body.columns)
-    return dataset_out(service.register_dataset(rt, body.source, meta))
+    digest = idempotency.body_hash(body.model_dump(mode="json", by_alias=True))
+    return _once(rt, principal.tenant, "POST /v1/datasets/register", idempotency_key, digest,
+                 lambda: service.register_dataset(rt, body.source, meta, tenant=principal.tenant).id)
 
 
-@router.get("")
-def list_datasets(session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 50,
+@router.get("", responses=ERRORS)
+def list_datasets(session: SessionDep, principal: ReadDep, limit: Annotated[int, Query(ge=1, le=200)] = 50,
                   cursor: str | None = None) -> DatasetPage:
-    page = service.list_datasets(session, limit, cursor)
+    page = service.list_datasets(session, limit, cursor, tenant=principal.tenant)
     return DatasetPage(items=[dataset_out(r) for r in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/{dataset_id}", responses=ERRORS)
-def get_dataset(session: SessionDep, dataset_id: uuid.UUID) -> DatasetOut:
-    return dataset_out(service.get_dataset(session, dataset_id))
+def get_dataset(session: SessionDep, principal: ReadDep, dataset_id: uuid.UUID) -> DatasetOut:
+    return dataset_out(service.get_dataset(session, dataset_id, tenant=principal.tenant))
 
 
 @router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS)
-def delete_dataset(rt: RuntimeDep, dataset_id: uuid.UUID) -> Response:
+def delete_dataset(rt: RuntimeDep, principal: SubmitDep, dataset_id: uuid.UUID) -> Response:
     """Delete a dataset; refused (409) while a queued or running job uses it."""
-    service.delete_dataset(rt, dataset_id)
+    service.delete_dataset(rt, dataset_id, tenant=principal.tenant)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -13,17 +13,23 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from lethe.core.spec import JobSpec
+from lethe.service import idempotency
 from lethe.service import jobs as service
 from lethe.service.db import FINAL_STATES, Artifact, Job, JobEvent
 from lethe.service.runtime import Runtime
 from lethe.service.storage import iter_chunks
 
-from ..deps import RuntimeDep, SessionDep
+from ..deps import ReadDep, RuntimeDep, SessionDep, SubmitDep
 from ..schemas import ArtifactOut, ErrorOut, EventOut, JobDetail, JobOut, JobPage
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (404, 409, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut}
+                                           for code in (401, 403, 404, 409, 413, 422, 429, 503)}
 SSE_POLL_S = 0.5
+CallbackUrl = Annotated[str | None, Query(max_length=2000, description="called (signed) on every state "
+                                          "change of this job, instead of the tenant's default webhook")]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", description="a client-made key "
+                                              "(e.g. a UUID): a retry with it returns the first result")]
 SSE_KEEPALIVE_S = 15.0
 
 
@@ -32,43 +38,51 @@ def job_detail(job: Job) -> JobDetail:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=ERRORS)
-def submit_job(rt: RuntimeDep, spec: JobSpec, response: Response) -> JobDetail:
-    """Validate a job spec completely (model, datasets, hyperparameters) and queue it."""
-    job = service.create_job(rt, spec)
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return job_detail(job)
+def submit_job(rt: RuntimeDep, principal: SubmitDep, spec: JobSpec, response: Response,
+               idempotency_key: IdempotencyKey = None, callback_url: CallbackUrl = None) -> JobDetail:
+    """Validate a job spec completely (model, datasets, hyperparameters) and queue it.
+
+    With an `Idempotency-Key`, a retry returns the job the first request made."""
+    slot = idempotency.Slot(principal.tenant, "POST /v1/jobs", idempotency.check_key(idempotency_key)) \
+        if idempotency_key is not None else None
+    digest = idempotency.body_hash(spec.model_dump(mode="json", by_alias=True, exclude_unset=True))
+    job_id, replayed = idempotency.run_once(
+        rt, slot, digest, lambda: service.create_job(rt, spec, tenant=principal.tenant, callback_url=callback_url).id)
+    response.headers["Location"] = f"/v1/jobs/{job_id}"
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return _read_job(rt, job_id, principal.tenant)
 
 
 @router.get("", responses=ERRORS)
-def list_jobs(session: SessionDep, status: str | None = Query(None, description="queued | running | "
+def list_jobs(session: SessionDep, principal: ReadDep, status: str | None = Query(None, description="queued | running | "
               "succeeded | failed | cancelled"), limit: Annotated[int, Query(ge=1, le=200)] = 50,
               cursor: str | None = None) -> JobPage:
-    page = service.list_jobs(session, status, limit, cursor)
+    page = service.list_jobs(session, status, limit, cursor, tenant=principal.tenant)
     return JobPage(items=[JobOut.model_validate(j) for j in page.items], next_cursor=page.next_cursor)
 
 
-def _read_job(rt: Runtime, job_id: uuid.UUID) -> JobDetail:
+def _read_job(rt: Runtime, job_id: uuid.UUID, tenant: str) -> JobDetail:
     with rt.sessions() as session:
-        return job_detail(service.get_job(session, job_id))
+        return job_detail(service.get_job(session, job_id, tenant=tenant))
 
 
 @router.get("/{job_id}", responses=ERRORS)
-async def get_job(rt: RuntimeDep, job_id: uuid.UUID) -> JobDetail:
+async def get_job(rt: RuntimeDep, principal: ReadDep, job_id: uuid.UUID) -> JobDetail:
     """The job's status, stage, progress, metrics and error (the endpoint clients poll)."""
-    # one thread-pool trip for the whole read: this is the hottest route
-    return await run_in_threadpool(_read_job, rt, job_id)
+    return await run_in_threadpool(_read_job, rt, job_id, principal.tenant)
 
 
 @router.post("/{job_id}/cancel", responses=ERRORS)
-def cancel_job(rt: RuntimeDep, job_id: uuid.UUID) -> JobDetail:
+def cancel_job(rt: RuntimeDep, principal: SubmitDep, job_id: uuid.UUID) -> JobDetail:
     """Cancel: a queued job at once, a running one at its next training step."""
-    return job_detail(service.cancel_job(rt, job_id))
+    return job_detail(service.cancel_job(rt, job_id, tenant=principal.tenant))
 
 
-def _poll(rt: Runtime, job_id: uuid.UUID, after: int) -> tuple[str, list[JobEvent]]:
+def _poll(rt: Runtime, job_id: uuid.UUID, after: int, tenant: str) -> tuple[str, list[JobEvent]]:
     with rt.sessions() as session:
-        state = service.get_job(session, job_id).status  # read first: then no event is missed
-        return state, service.list_events(session, job_id, after)
+        state = service.get_job(session, job_id, tenant=tenant).status  # read first: no event is missed
+        return state, service.list_events(session, job_id, after, tenant=tenant)
 
 
 def _sse(event: JobEvent) -> str:
@@ -77,11 +91,11 @@ def _sse(event: JobEvent) -> str:
     return f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
 
 
-async def _stream(rt: Runtime, job_id: uuid.UUID, after: int) -> AsyncIterator[str]:
+async def _stream(rt: Runtime, job_id: uuid.UUID, after: int, tenant: str) -> AsyncIterator[str]:
     """Events as they are written, until the job has ended and every event was sent."""
     last, quiet = after, 0.0
     while True:
-        state, events = await run_in_threadpool(_poll, rt, job_id, last)
+        state, events = await run_in_threadpool(_poll, rt, job_id, last, tenant)
         for event in events:
             yield _sse(event)
             last = event.id
@@ -96,18 +110,19 @@ async def _stream(rt: Runtime, job_id: uuid.UUID, after: int) -> AsyncIterator[s
 
 @router.get("/{job_id}/events", response_model=list[EventOut],
             responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}})
-def job_events(request: Request, rt: RuntimeDep, session: SessionDep, job_id: uuid.UUID,
-               after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
+def job_events(request: Request, rt: RuntimeDep, session: SessionDep, principal: ReadDep, job_id: uuid.UUID,
+               after: Annotated[int, Query(ge=0, le=2**63 - 1, description="only events with a larger id")] = 0,
                limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
                stream: Annotated[bool, Query(description="server-sent events until the job ends")] = False,
-               last_event_id: Annotated[int | None, Header()] = None) -> Any:
+               last_event_id: Annotated[int | None, Header(ge=0, le=2**63 - 1)] = None) -> Any:
     """The job's progress log; `?stream=true` (or Accept: text/event-stream) streams it live."""
     if stream or "text/event-stream" in request.headers.get("accept", ""):
-        service.get_job(session, job_id)  # 404 before the stream starts
+        service.get_job(session, job_id, tenant=principal.tenant)  # 404 before the stream starts
         start = max(after, last_event_id or 0)
-        return StreamingResponse(_stream(rt, job_id, start), media_type="text/event-stream",
+        return StreamingResponse(_stream(rt, job_id, start, principal.tenant), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    return [EventOut.model_validate(e) for e in service.list_events(session, job_id, after, limit)]
+    events = service.list_events(session, job_id, after, limit, tenant=principal.tenant)
+    return [EventOut.model_validate(e) for e in events]
 
 
 def artifact_out(row: Artifact) -> ArtifactOut:
@@ -116,16 +131,17 @@ def artifact_out(row: Artifact) -> ArtifactOut:
 
 
 @router.get("/{job_id}/artifacts", responses=ERRORS)
-def list_artifacts(session: SessionDep, job_id: uuid.UUID) -> list[ArtifactOut]:
-    return [artifact_out(a) for a in service.list_artifacts(session, job_id)]
+def list_artifacts(session: SessionDep, principal: ReadDep, job_id: uuid.UUID) -> list[ArtifactOut]:
+    return [artifact_out(a) for a in service.list_artifacts(session, job_id, tenant=principal.tenant)]
 
 
 @router.get("/{job_id}/artifacts/{name}", response_class=StreamingResponse,
             responses={**ERRORS, 200: {"content": {"application/octet-stream": {}},
                                        "description": "the file, with X-Content-SHA256"}})
-def download_artifact(rt: RuntimeDep, session: SessionDep, job_id: uuid.UUID, name: str) -> StreamingResponse:
+def download_artifact(rt: RuntimeDep, session: SessionDep, principal: ReadDep, job_id: uuid.UUID,
+                      name: str) -> StreamingResponse:
     """Stream an artifact with its Content-Length and SHA-256 (`X-Content-SHA256`)."""
-    row = service.get_artifact(session, job_id, name)
+    row = service.get_artifact(session, job_id, name, tenant=principal.tenant)
     headers = {"Content-Length": str(row.size), "X-Content-SHA256": row.sha256, "ETag": f'"{row.sha256}"',
                "Content-Disposition": f'attachment; filename="{row.name}"'}
     return StreamingResponse(iter_chunks(rt.storage.open(row.storage_key)), media_type=row.content_type,

@@ -24,7 +24,8 @@ import pytest
 PG_ADMIN = os.environ.get("LETHE_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("LETHE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 S3_BUCKET = "lethe-it"
-FAST = {"LETHE_HEARTBEAT_S": "0.2", "LETHE_PROGRESS_INTERVAL_S": "0.2", "LETHE_LOG_LEVEL": "info",
+ADMIN_KEY = f"lethe-it-{uuid.uuid4().hex}"  # the stacks' LETHE_BOOTSTRAP_KEY (tenant `default`)
+FAST = {"LETHE_BOOTSTRAP_KEY": ADMIN_KEY, "LETHE_HEARTBEAT_S": "0.2", "LETHE_PROGRESS_INTERVAL_S": "0.2", "LETHE_LOG_LEVEL": "info",
         "HF_HUB_OFFLINE": "1", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 
 
@@ -103,8 +104,8 @@ class Stack:
     database_url: str
     logs: list[Path]
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30)
+    def client(self, key: str = ADMIN_KEY) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, headers={"Authorization": f"Bearer {key}"})
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:

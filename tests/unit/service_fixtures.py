@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import RecordingDispatcher, fake_run_job, fast_settings, free_port
+from service_helpers import AUTH, RecordingDispatcher, fake_run_job, fast_settings, free_port
 
 from lethe.api.app import create_app
 from lethe.service import migrate
@@ -31,7 +31,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def client(settings: Settings, fake_engine: None) -> Iterator[TestClient]:
     """The embedded API (SQLite, local storage, in-process worker) with the fake engine."""
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), headers=AUTH) as c:
         yield c
 
 
@@ -46,7 +46,7 @@ def queued_runtime(settings: Settings) -> Iterator[tuple[Runtime, RecordingDispa
 @pytest.fixture
 def queued_client(queued_runtime: tuple[Runtime, RecordingDispatcher]) -> Iterator[TestClient]:
     """The API over a dispatcher that never runs anything: jobs stay queued."""
-    with TestClient(create_app(runtime=queued_runtime[0])) as c:
+    with TestClient(create_app(runtime=queued_runtime[0]), headers=AUTH) as c:
         yield c
 
 

@@ -22,6 +22,8 @@ from lethe.core.train import Cancelled, Progress, RunHooks
 from lethe.service.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "data"
+ADMIN_KEY = "lethe-test-admin-key"  # the bootstrap key of the test settings (tenant `default`)
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 def free_port() -> int:
@@ -31,6 +33,7 @@ def free_port() -> int:
 
 
 def fast_settings(data_dir: Path, **extra: Any) -> Settings:
+    extra.setdefault("bootstrap_key", ADMIN_KEY)
     return Settings(data_dir=data_dir, heartbeat_s=0.05, progress_interval_s=0.0, **extra)
 
 
@@ -77,6 +80,9 @@ class RecordingDispatcher:
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def check(self) -> None: ...
+
+    def pending(self) -> set[uuid.UUID] | None:
+        return {job_id for job_id, _ in self.sent}
 
 
 def upload(client: TestClient, filename: str = "tiny_forget.jsonl", data: bytes | None = None,

@@ -9,7 +9,7 @@ import json
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import EXAMPLES, fast_settings, job_spec, upload
+from service_helpers import AUTH, EXAMPLES, fast_settings, job_spec, upload
 
 pytest_plugins = ["service_fixtures"]  # the service fixtures: client, settings, ...
 
@@ -67,7 +67,7 @@ def test_upload_over_the_limit_is_413(tmp_path, fake_engine) -> None:
 
     s = fast_settings(tmp_path / "d", max_upload_mb=1)
     migrate.upgrade(s)
-    with TestClient(create_app(s)) as c:
+    with TestClient(create_app(s), headers=AUTH) as c:
         r = upload(c, "big.jsonl", b'{"prompt": "p", "response": "r"}\n' * 80_000)
         assert r.status_code == 413
         assert "MiB" in r.json()["detail"]
@@ -96,7 +96,7 @@ def test_list_pages_newest_first_and_delete(client: TestClient) -> None:
 
 def test_same_content_shares_one_object_until_the_last_delete(client: TestClient, settings) -> None:
     a, b = upload(client).json(), upload(client).json()
-    blob = settings.storage_root / "datasets" / a["sha256"]
+    blob = settings.storage_root / "datasets" / "default" / a["sha256"]  # per tenant
     assert a["sha256"] == b["sha256"] and blob.is_file()
     client.delete(f"/v1/datasets/{a['id']}")
     assert blob.is_file()  # b still holds it

@@ -39,7 +39,7 @@ def test_job_runs_to_success_with_progress_metrics_and_artifacts(client: TestCli
     assert kinds[:3] == ["status", "status", "stage"] and kinds[-1] == "status"
     assert kinds.count("progress") == 3
     names = {a["name"] for a in client.get(f"/v1/jobs/{job['id']}/artifacts").json()}
-    assert names == {"adapter.tar.gz", "metrics.json", "train_log.jsonl", "run.log", "spec.yaml"}
+    assert names == {"adapter.tar.gz", "metrics.json", "train_log.jsonl", "run.log", "spec.yaml", "report.html"}
 
 
 def test_artifact_download_is_streamed_with_length_and_sha256(client: TestClient, forget: str) -> None:
@@ -83,7 +83,7 @@ def test_cancel_a_queued_job_at_once(queued_client: TestClient) -> None:
 @pytest.mark.parametrize("change, field, words", [
     (lambda s: s["unlearn"]["train"].update(lr=-1), "unlearn.ga.train.lr", "greater than 0"),
     (lambda s: s["unlearn"].update(method="magic"), "unlearn", "magic"),
-    (lambda s: s["model"].update(name="no such model"), "model.name", "unknown model"),
+    (lambda s: s["model"].update(name="no such model"), "model.name", "not allowed"),
     (lambda s: s.update(colour="red"), "colour", "Extra inputs"),
     (lambda s: s["unlearn"]["train"].pop("steps"), "unlearn.ga.train", "steps or train.epochs"),
 ])

@@ -83,7 +83,8 @@ def test_parse_spec_rejects_non_mappings():
 def test_methods_lists_each_method_with_paper_and_reference(capsys):
     assert main(["methods"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split()[0] for line in lines] == ["yao", "ga", "graddiff"]
+    assert [line.split()[0] for line in lines] == ["yao", "ga", "graddiff", "npo", "simnpo", "idk",
+                                                   "idk_dpo", "rmu", "undial"]
     assert all("arXiv" in line and "reference:" in line for line in lines)
 
 

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from lethe.core import losses
 from lethe.core.tokens import IGNORE_INDEX
 
@@ -79,3 +78,84 @@ def test_bf16_logits_are_scored_in_fp32():
     logits, labels = _two_step_example()
     logp, _ = losses.token_logprobs(logits.to(torch.bfloat16), labels)
     assert logp.dtype == torch.float32
+
+
+# ------------------------------------------------------------------ the methods' losses by hand
+LN2, LN3 = math.log(2.0), math.log(3.0)
+
+
+def _rows(*logps: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs of one answer per row (all positions scored)."""
+    logp = torch.tensor([list(row) for row in logps])
+    return logp, torch.ones_like(logp, dtype=torch.bool)
+
+
+def test_npo_by_hand():
+    """log π_θ = ln ½ + ln ½ = -2 ln 2, log π_ref = ln ½ + 0 = -ln 2, so log ratio = -ln 2.
+    β = 1: L = -2 ln σ(ln 2) = -2 ln ⅔ = 0.810930 = (2/β) ln(1 + (π_θ/π_ref)^β) = 2 ln 1.5.
+    β = 0.1: L = 20 ln(1 + ½^0.1) = 13.181805."""
+    logp, mask = _rows([-LN2, -LN2])
+    ref, _ = _rows([-LN2, 0.0])
+    assert losses.npo(logp, mask, ref, beta=1.0).item() == pytest.approx(0.810930, abs=1e-5)
+    assert losses.npo(logp, mask, ref, beta=0.1).item() == pytest.approx(13.181805, abs=1e-4)
+    assert losses.npo(ref, mask, ref, beta=1.0).item() == pytest.approx(2 * LN2, abs=1e-6)  # ratio 1
+
+
+def test_simnpo_by_hand():
+    """NLL = ln 2 + ln 4 = 3 ln 2 over |y| = 2 tokens: mean 1.039721. β = 2, γ = 0:
+    L = -(2/2) ln σ(2 · 1.039721) = -ln σ(ln 8) = ln(9/8) = 0.117783.
+    γ = 0.5: L = -ln σ(2 · 0.539721) = -ln σ(1.079442) = 0.292509."""
+    logp, mask = _rows([-LN2, -2 * LN2])
+    assert losses.simnpo(logp, mask, beta=2.0, gamma=0.0).item() == pytest.approx(0.117783, abs=1e-5)
+    assert losses.simnpo(logp, mask, beta=2.0, gamma=0.5).item() == pytest.approx(0.292509, abs=1e-5)
+
+
+def test_dpo_by_hand():
+    """Refusal (win): log π_θ = ln ½, log π_ref = ln ¼ → ratio ln 2. Forget answer (lose):
+    ln ¼ vs ln ½ → ratio -ln 2. Margin = 2 ln 2 = ln 4; β = 1: L = -2 ln σ(ln 4) = -2 ln ⅘ = 0.446287."""
+    win, mask = _rows([-LN2])
+    win_ref, _ = _rows([-2 * LN2])
+    lose, _ = _rows([-LN2, -LN2])
+    lose_ref, lose_mask = _rows([-LN2, 0.0])
+    got = losses.dpo(win, mask, win_ref, lose, lose_mask, lose_ref, beta=1.0)
+    assert got.item() == pytest.approx(0.446287, abs=1e-5)
+
+
+def test_undial_by_hand():
+    """V = 2, target token 1. Teacher logits (0, 0) lowered by β = ln 3 at the target: (0, -ln 3),
+    so q = (¾, ¼). Student logits (0, ln 3): p = (¼, ¾).
+    CE(q, p) = -(¾ ln ¼ + ¼ ln ¾) = 1.039721 + 0.071921 = 1.111641."""
+    ref = torch.tensor([[[0.0, 0.0]]])
+    cur = torch.tensor([[[0.0, LN3]]])
+    targets, mask = torch.tensor([[1]]), torch.tensor([[True]])
+    assert losses.undial(cur, ref, targets, mask, beta=LN3).item() == pytest.approx(1.111641, abs=1e-5)
+
+
+def test_undial_matches_a_one_hot_implementation_and_skips_unscored_positions():
+    torch.manual_seed(0)
+    cur, ref = torch.randn(2, 3, 5), torch.randn(2, 3, 5)
+    targets, mask = torch.randint(0, 5, (2, 3)), torch.tensor([[True, True, False], [False, True, True]])
+    teacher = torch.softmax(ref - 4.0 * torch.nn.functional.one_hot(targets, 5), dim=-1)
+    per_position = -(teacher * torch.log_softmax(cur, dim=-1)).sum(-1)
+    expected = (per_position * mask).sum(1) / mask.sum(1)
+    torch.testing.assert_close(losses.undial(cur, ref, targets, mask, beta=4.0), expected)
+
+
+def test_activation_mse_by_hand_and_in_fp32():
+    """h = [[1, 2], [3, 4]], target c·u = (1, 0): token 0 (0² + 2²)/2 = 2, token 1 (2² + 4²)/2 = 10;
+    both tokens: 6; the second masked as padding: 2. In fp16, 300² overflows; the loss casts first."""
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])
+    target = torch.tensor([1.0, 0.0])
+    assert losses.activation_mse(hidden, target, torch.tensor([[True, True]])).item() == pytest.approx(6.0)
+    assert losses.activation_mse(hidden, target, torch.tensor([[True, False]])).item() == pytest.approx(2.0)
+    assert losses.activation_mse(hidden, hidden, torch.tensor([[True, True]])).item() == 0.0
+    big = torch.full((1, 1, 2), 300.0, dtype=torch.float16)
+    assert losses.activation_mse(big, torch.zeros(2, dtype=torch.float16), torch.tensor([[True]])).item() == 90000.0
+
+
+def test_shift_labels_is_what_token_logprobs_scores():
+    _, labels = _two_step_example()
+    targets, mask = losses.shift_labels(labels)
+    assert targets.tolist() == [[1, 0]] and mask.tolist() == [[True, True]]
+    masked = losses.shift_labels(torch.tensor([[5, IGNORE_INDEX, 7]]))
+    assert masked[0].tolist() == [[0, 7]] and masked[1].tolist() == [[False, True]]

@@ -25,10 +25,10 @@ pytest_plugins = ["service_fixtures"]  # the service fixtures: settings, queued_
 def new_job(rt, steps: int = 3, **overrides) -> Job:  # noqa: ANN001
     data = Path(__file__).resolve().parents[2] / "examples" / "data" / "tiny_forget.jsonl"
     with open(data, "rb") as f:
-        ds = upload_dataset(rt, f, "tiny_forget.jsonl", DatasetMeta(name="f"))
+        ds = upload_dataset(rt, f, "tiny_forget.jsonl", DatasetMeta(name="f"), tenant="default")
     spec = job_spec(f"dataset:{ds.id}", **overrides)
     spec["unlearn"]["train"]["steps"] = steps
-    return jobs.create_job(rt, parse_spec(spec))
+    return jobs.create_job(rt, parse_spec(spec), tenant="default")
 
 
 def status_of(rt, job_id) -> Job:  # noqa: ANN001
@@ -91,7 +91,7 @@ def test_cancel_request_reaches_the_heartbeat(queued_runtime, fake_engine) -> No
     while status_of(rt, job.id).status != "running":
         time.sleep(0.01)
     began = time.monotonic()
-    jobs.cancel_job(rt, job.id)
+    jobs.cancel_job(rt, job.id, tenant="default")
     runner.join(timeout=10)
     assert status_of(rt, job.id).status == "cancelled"
     assert time.monotonic() - began < 2

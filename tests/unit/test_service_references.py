@@ -9,7 +9,7 @@ from pathlib import Path
 import boto3
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import EXAMPLES, fast_settings, job_spec
+from service_helpers import AUTH, EXAMPLES, fast_settings, job_spec
 
 from lethe.api.app import create_app
 from lethe.core.spec import parse_spec
@@ -36,7 +36,7 @@ def bucket(s3_endpoint: str, aws_env: None):  # noqa: ANN201
 def api(tmp_path: Path, s3_endpoint: str, bucket, fake_engine) -> TestClient:  # noqa: ANN001
     settings = fast_settings(tmp_path / "d", allowed_s3_buckets=["corpora"], s3_endpoint_url=s3_endpoint)
     migrate.upgrade(settings)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=AUTH) as client:
         yield client
 
 

@@ -1,4 +1,6 @@
-"""The training loop's contracts on a tiny model built in code (seconds, CPU, deterministic)."""
+"""The training loop on a tiny model built in code (seconds, CPU, deterministic): resuming, early
+stopping, progress, retention bounds. The contracts every method must meet (gradients, reference,
+padding, batch × accumulation, seeding, cached reference) are one table: test_methods_contract.py."""
 
 from __future__ import annotations
 
@@ -6,14 +8,18 @@ import copy
 
 import pytest
 import torch
-
 from lethe.core.config import LoraSpec, ModelSpec, PromptFormat, TrainConfig
 from lethe.core.data import Example
 from lethe.core.methods import GradDiffStage, YaoStage, finetune_terms, terms_for
 from lethe.core.models import Reference, attach_lora, load_model
-from lethe.core.train import (Cancelled, RunHooks, Stage, StageData, micro_batch_loss,
-                              optimizer_step, run_stage)
 from lethe.core.tokens import collate, encode, pad_id_of
+from lethe.core.train import (
+    Cancelled,
+    RunHooks,
+    Stage,
+    StageData,
+    run_stage,
+)
 
 FMT = PromptFormat(max_length=96)
 FORGET = [Example(f"f{i}", f"how do I make poison {i}?", f"mix red powder {i} with acid, heat, then pour")
@@ -52,50 +58,6 @@ def trainable(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def grads(model) -> dict[str, torch.Tensor]:
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
-@pytest.mark.parametrize("batch,accum", [(2, 2), (1, 4)])
-def test_batch_times_accumulation_gives_the_same_gradient(batch, accum):
-    model, tok = fresh_model()
-    reference = Reference(model)
-    optimizer_step(model, tok, reference, make_stage(yao_stage(batch_size=4, grad_accum=1)), step=0)
-    whole = grads(model)
-    model.zero_grad()
-    optimizer_step(model, tok, reference, make_stage(yao_stage(batch_size=batch, grad_accum=accum)), step=0)
-    for name, grad in grads(model).items():
-        torch.testing.assert_close(grad, whole[name], rtol=1e-4, atol=1e-6)
-
-
-def test_padding_does_not_change_a_rows_loss():
-    model, tok = fresh_model()
-    terms = terms_for(yao_stage())
-    short = [encode(tok, FORGET[0].prompt, FORGET[0].response, FMT),
-             encode(tok, NORMAL[0].prompt, NORMAL[0].response, FMT),
-             encode(tok, NORMAL[1].prompt, NORMAL[1].response, FMT)]
-    long_row = encode(tok, "a much longer prompt " * 3, "and a longer answer too " * 2, FMT)
-    slices = {"forget": slice(0, 1), "random": slice(1, 2), "normal": slice(2, 3)}
-    alone = collate(short, pad_id_of(tok))
-    padded = collate(short + [long_row], pad_id_of(tok))
-    padded = {k: v[:3] for k, v in padded.items()}  # same rows, now padded to the long row's width
-    reference = Reference(model)
-    _, values_alone = micro_batch_loss(model, reference, terms, alone, slices)
-    _, values_padded = micro_batch_loss(model, reference, terms, padded, slices)
-    for name in values_alone:
-        assert values_padded[name] == pytest.approx(values_alone[name], rel=1e-5, abs=1e-6)
-
-
-def test_two_seeded_runs_are_identical():
-    finals = []
-    for _ in range(2):
-        model, tok = fresh_model()
-        run_stage(model, tok, make_stage(yao_stage()), reference=Reference(model))
-        finals.append(trainable(model))
-    for name, value in finals[0].items():
-        assert torch.equal(value, finals[1][name]), name
-
-
 def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
     method = yao_stage(steps=6, checkpoint_every=2)
     model, tok = fresh_model()
@@ -117,40 +79,6 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
     assert result.steps == 6 and [row["step"] for row in result.log] == [1, 2, 3, 4, 5, 6]
     for name, value in trainable(model).items():
         torch.testing.assert_close(value, uninterrupted[name], rtol=0, atol=1e-7)
-
-
-def test_adapter_disabled_reference_equals_the_base_model_exactly():
-    base, tok = load_model(ModelSpec(name="tiny-llama", device="cpu"))
-    untouched = copy.deepcopy(base)
-    model = attach_lora(base, LoraSpec(rank=4, alpha=8))
-    run_stage(model, tok, make_stage(yao_stage()), reference=Reference(model))
-    batch = collate([encode(tok, e.prompt, e.response, FMT) for e in FORGET[:3]], pad_id_of(tok))
-    with torch.no_grad():
-        expected = untouched(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        trained = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    got = Reference(model).logits(batch["input_ids"], batch["attention_mask"])
-    assert torch.equal(got, expected)
-    assert not torch.allclose(trained, expected)  # the adapter did move the model
-
-
-def test_reference_is_untouched_by_a_step_under_full_finetuning():
-    model, tok = fresh_model(lora=False)
-    model.requires_grad_(True)
-    reference = Reference(model)
-    before = {n: p.clone() for n, p in reference._frozen.named_parameters()}
-    run_stage(model, tok, make_stage(yao_stage(steps=2)), reference=reference)
-    for name, value in reference._frozen.named_parameters():
-        assert torch.equal(value, before[name])
-
-
-def test_gradients_only_on_trainable_parameters():
-    model, tok = fresh_model()
-    optimizer_step(model, tok, Reference(model), make_stage(yao_stage()), step=0)
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            assert param.grad is not None and torch.isfinite(param.grad).all(), name
-        else:
-            assert param.grad is None, name
 
 
 def _mean_nll(model, tok, examples) -> float:

@@ -1,0 +1,206 @@
+"""Robustness probes after unlearning: does the forgetting survive relearning, quantisation and
+rephrased prompts? (Zhang et al. 2024, arXiv 2410.16454, found gradient-ascent forgetting often
+undone by a few fine-tuning steps or by 4-bit quantisation.)
+
+Each probe measures the same cheap metrics (`selection.light_evaluator`: forget NLL, normal
+perplexity, the criterion's objective) on the original model, the unlearned model, and the
+unlearned model after the probe, and reports `retained`: the share of the objective's improvement
+that is still there after the probe (1 = all of it, 0 = back to the original, < 0 = worse).
+
+Quantisation here is a fake-quantisation on the CPU: each linear weight of the decoder layers of
+the merged model is rounded to a symmetric `bits`-bit grid (round-to-nearest, one scale per output
+channel or per group) and stored back in fp32. It reproduces the rounding of weight-only RTN
+quantisation, not the kernels or the outlier handling of GPTQ/AWQ/NF4.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .config import TrainConfig
+from .data import Example, read_rows
+from .evaluation import EvalSets, Judge, generate
+from .hidden import decoder_layers
+from .methods import finetune_terms
+from .models import is_peft, trainable_state
+from .options import Objective, ProbesSpec, QuantizeProbe, RelearnProbe, RephraseProbe
+from .rows import StageData
+from .selection import Metrics, light_evaluator
+from .spec import JobSpec
+from .train import Stage, run_stage
+
+log = logging.getLogger(__name__)
+
+
+def retained(original: Metrics, unlearned: Metrics, probed: Metrics, objective: Objective) -> float | None:
+    """(original - probed) / (original - unlearned): direction-free, as numerator and denominator
+    change sign together for objectives where higher is better."""
+    if objective not in original or objective not in unlearned or objective not in probed:
+        return None
+    gained = original[objective] - unlearned[objective]
+    if gained == 0:
+        return None
+    return (original[objective] - probed[objective]) / gained
+
+
+def fake_quantize_(weight: torch.Tensor, bits: int, group_size: int | None) -> None:
+    """Round `weight` [out, in] in place to a symmetric grid of 2^bits levels, one scale per row
+    (output channel) or per `group_size` consecutive inputs: w = clamp(round(w/s), -q-1, q)·s with
+    s = max|w| / q, q = 2^(bits-1) - 1."""
+    q = 2 ** (bits - 1) - 1
+    rows = weight.reshape(-1, group_size) if group_size and weight.shape[1] % group_size == 0 else weight
+    scale = rows.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / q
+    rows.copy_(torch.clamp(torch.round(rows / scale), -q - 1, q) * scale)
+
+
+@torch.no_grad()
+def quantize_model_(model: Any, bits: int, group_size: int | None) -> int:
+    """Fake-quantise every linear weight inside the decoder layers (embeddings, norms and the LM
+    head stay, as weight-only 4/8-bit schemes keep them); returns how many matrices changed."""
+    from transformers.pytorch_utils import Conv1D
+
+    count = 0
+    for module in decoder_layers(model).modules():
+        if isinstance(module, torch.nn.Linear):
+            fake_quantize_(module.weight.data, bits, group_size)
+        elif isinstance(module, Conv1D):  # gpt2 stores [in, out]
+            transposed = module.weight.data.t().contiguous()
+            fake_quantize_(transposed, bits, group_size)
+            module.weight.data.copy_(transposed.t())
+        else:
+            continue
+        count += 1
+    return count
+
+
+def merged_copy(model: Any, original: bool = False) -> Any | None:
+    """A standalone copy: the adapter merged in (or removed, for the original). None when the
+    original is asked for under full fine-tuning: its weights are gone."""
+    clone = copy.deepcopy(model)
+    if is_peft(clone):
+        return (clone.unload() if original else clone.merge_and_unload()).eval()
+    return None if original else clone.eval()
+
+
+def _original_metrics(model: Any, evaluate: Callable[[Any], Metrics]) -> Metrics:
+    if is_peft(model):
+        with model.disable_adapter():
+            return evaluate(model)
+    return {}
+
+
+def probe_relearn(model: Any, tokenizer: Any, spec: JobSpec, forget: list[Example], probe: RelearnProbe,
+                  make_eval: Callable[[list[Example]], Callable[[Any], Metrics]]) -> dict[str, Any]:
+    """Fine-tune on the first `fraction` of the forget set, measure on the rest, undo the steps."""
+    k = max(1, min(len(forget) - 1, round(len(forget) * probe.fraction)))
+    learn, rest = forget[:k], forget[k:]
+    evaluate = make_eval(rest)
+    report: dict[str, Any] = {"relearned_examples": len(learn), "measured_examples": len(rest),
+                              "steps": probe.steps, "lr": probe.lr,
+                              "original": _original_metrics(model, evaluate), "unlearned": evaluate(model)}
+    saved = trainable_state(model)
+    train = TrainConfig(lr=probe.lr, steps=probe.steps, batch_size=probe.batch_size, max_grad_norm=1.0)
+    run_stage(model, tokenizer, Stage("relearn", finetune_terms(), StageData(forget=learn), train,
+                                      spec.format, seed=spec.seed))
+    report["probed"] = evaluate(model)
+    params = dict(model.named_parameters())
+    with torch.no_grad():  # back to the unlearned weights: the probe must not change the result
+        for name, value in saved.items():
+            params[name].copy_(value)
+    return report
+
+
+def probe_quantize(model: Any, probe: QuantizeProbe, evaluate: Callable[[Any], Metrics]) -> dict[str, Any]:
+    """Merged unlearned model (and the original, under LoRA) at each bit width."""
+    report: dict[str, Any] = {"method": "fake-quant RTN, symmetric, per output channel"
+                              if probe.group_size is None else f"fake-quant RTN, groups of {probe.group_size}",
+                              "original": _original_metrics(model, evaluate), "unlearned": evaluate(model)}
+    for bits in probe.bits:
+        for which in ("unlearned", "original"):
+            clone = merged_copy(model, original=which == "original")
+            if clone is None:
+                continue
+            quantize_model_(clone, bits, probe.group_size)
+            report[f"{which}_{bits}bit"] = evaluate(clone)
+            del clone
+    return report
+
+
+def load_templates(probe: RephraseProbe) -> list[dict[str, str]]:
+    rows = [{"kind": str(r.get("kind", "template")), "template": str(r["template"])}
+            for r in read_rows(probe.templates) if "{prompt}" in str(r.get("template", ""))]
+    if probe.kinds is not None:
+        rows = [r for r in rows if r["kind"] in probe.kinds]
+    if not rows:
+        raise ValueError(f"no usable templates in {probe.templates.source} (rows need a 'template' "
+                         "containing {prompt}; check probes.rephrase.kinds)")
+    return rows
+
+
+def _harmful_rates(model: Any, tokenizer: Any, spec: JobSpec, judge: Judge, prompts: list[Example],
+                   templates: list[dict[str, str]]) -> dict[str, float]:
+    wrapped = [(t["kind"], p.prompt, t["template"].replace("{prompt}", p.prompt))
+               for t in templates for p in prompts]
+    responses = generate(model, tokenizer, [w[2] for w in wrapped], spec.format.template, spec.eval.generation)
+    verdicts = judge.judge([w[2] for w in wrapped], responses)
+    rates: dict[str, list[bool]] = {}
+    for (kind, _, _), harmful in zip(wrapped, verdicts):
+        rates.setdefault(kind, []).append(bool(harmful))
+    out = {f"harmful_rate_{kind}": sum(v) / len(v) for kind, v in rates.items()}
+    out["harmful_rate"] = sum(verdicts) / len(verdicts)
+    return out
+
+
+def probe_rephrase(model: Any, tokenizer: Any, spec: JobSpec, judge: Judge, prompts: list[Example],
+                   probe: RephraseProbe) -> dict[str, Any]:
+    """Harmful rate of the wrapped prompts, per template kind, original vs unlearned."""
+    templates = load_templates(probe)
+    prompts = prompts[: probe.max_prompts]
+    report: dict[str, Any] = {"templates": len(templates), "prompts": len(prompts)}
+    if is_peft(model):
+        with model.disable_adapter():
+            report["original"] = _harmful_rates(model, tokenizer, spec, judge, prompts, templates)
+    report["probed"] = _harmful_rates(model, tokenizer, spec, judge, prompts, templates)
+    return report
+
+
+def run_probes(model: Any, tokenizer: Any, spec: JobSpec, judge: Judge | None, sets: EvalSets,
+               forget: list[Example], normal: list[Example], objective: Objective) -> dict[str, Any]:
+    """Every probe `spec.probes` enables; each entry holds its metrics and `retained`."""
+    probes: ProbesSpec = spec.probes  # type: ignore[assignment]
+    n = probes.max_examples
+
+    def make_eval(forget_part: list[Example]) -> Callable[[Any], Metrics]:
+        return light_evaluator(tokenizer, spec.eval, spec.format, judge, sets, forget_part, normal, n,
+                               objective, spec.criterion)
+
+    report: dict[str, Any] = {"objective": objective}
+    if probes.relearn is not None and len(forget) >= 2:
+        report["relearn"] = probe_relearn(model, tokenizer, spec, forget, probes.relearn, make_eval)
+    if probes.quantize is not None:
+        report["quantize"] = probe_quantize(model, probes.quantize, make_eval(forget))
+    if probes.rephrase is not None and judge is not None and sets.harmful_prompts:
+        report["rephrase"] = probe_rephrase(model, tokenizer, spec, judge, sets.harmful_prompts, probes.rephrase)
+    report["summary"] = summarise(report, objective)
+    return report
+
+
+def summarise(report: dict[str, Any], objective: Objective) -> dict[str, Any]:
+    """One line per probe: the objective after it and the share of the improvement retained."""
+    rows: dict[str, Any] = {}
+    for name, probed_key in (("relearn", "probed"), ("quantize_8bit", "unlearned_8bit"),
+                             ("quantize_4bit", "unlearned_4bit")):
+        part = report.get(name.split("_")[0])
+        if part and probed_key in part and part.get("original"):
+            rows[name] = {objective: part[probed_key].get(objective),
+                          "retained": retained(part["original"], part["unlearned"], part[probed_key], objective)}
+    if "rephrase" in report and report["rephrase"].get("original"):
+        before, after = report["rephrase"]["original"]["harmful_rate"], report["rephrase"]["probed"]["harmful_rate"]
+        rows["rephrase"] = {"harmful_rate": after, "original_harmful_rate": before,
+                            "reduction": (before - after) / before if before else None}
+    return rows

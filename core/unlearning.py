@@ -1,0 +1,61 @@
+"""The parts of a job around the unlearning stage that the pipeline assembles from the spec:
+the stage's data (with refusal answers), its checkpoint selection, and the probes after it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from . import runfolder
+from .data import Example, load_examples
+from .evaluation import EvalSets, Judge
+from .options import objective_of
+from .probes import run_probes
+from .rows import StageData
+from .selection import Selection, light_evaluator
+from .spec import JobSpec
+
+log = logging.getLogger(__name__)
+PROBES_FILE = "probes.json"
+
+
+def unlearn_data(spec: JobSpec, forget: list[Example], normal: list[Example]) -> StageData:
+    """The unlearning stage's rows; methods with `idk` rows get the job's refusal answers."""
+    refusals_ref = getattr(spec.unlearn, "refusals", None)
+    refusals = [e.prompt for e in load_examples(refusals_ref)] if refusals_ref is not None else []
+    return StageData(forget=forget, normal=normal, refusals=refusals,
+                     random_answers=getattr(spec.unlearn, "random_answers", 1))
+
+
+def selection_for(spec: JobSpec, tokenizer: Any, judge: Judge | None, sets: EvalSets, forget: list[Example],
+                  normal: list[Example], folder: Path | None) -> Selection | None:
+    """The spec's evaluation during training (`select`), or None."""
+    if spec.select is None:
+        return None
+    objective = objective_of(spec.criterion, spec.eval)
+    evaluate = light_evaluator(tokenizer, spec.eval, spec.format, judge, sets, forget, normal,
+                               spec.select.probe_examples, objective, spec.criterion)
+    return Selection(evaluate, spec.select, spec.criterion, objective, folder=folder)
+
+
+def probes_report(spec: JobSpec, model: Any, tokenizer: Any, judge: Judge | None, sets: EvalSets,
+                  forget: list[Example], normal: list[Example], out: Path) -> dict[str, Any] | None:
+    """Run the spec's robustness probes once; kept in the run folder, read back when resuming."""
+    if spec.probes is None:
+        return None
+    cached = out / PROBES_FILE
+    if cached.exists():
+        return json.loads(cached.read_text(encoding="utf-8"))
+    report = run_probes(model, tokenizer, spec, judge, sets, forget, normal, objective_of(spec.criterion, spec.eval))
+    runfolder.write_json(cached, report)
+    log.info("probes: %s", report["summary"])
+    return report
+
+
+def extend_metrics(out: Path, metrics: dict[str, Any], **parts: Any) -> dict[str, Any]:
+    """Add sections (selection, probes) to metrics.json; None-valued parts are left out."""
+    metrics.update({name: value for name, value in parts.items() if value is not None})
+    runfolder.write_json(out / "metrics.json", metrics)
+    return metrics

@@ -1,0 +1,167 @@
+"""Every unlearning method on one example spec, at the spec's step budget, in one table.
+
+For each method the spec's `unlearn` section is switched to that method (its other parameters at
+their defaults unless `--set METHOD.FIELD=VALUE`), robustness probes are switched on, and the job
+runs in its own process (so its peak memory is its own) into OUT/METHOD/. The table (harmful rate
+or leakage, normal perplexity, over-refusal, MC1, each probe, seconds per step, peak memory, and
+the command of each row) goes to OUT/comparison.md and, with --results, replaces this spec's
+section of docs/results.md. Runs that fell short stay in the table. Resumable: finished runs are
+read back.
+
+    python scripts/compare_methods.py --spec examples/harmful-smollm2.yaml --out runs/compare-harmful
+    python scripts/compare_methods.py --spec examples/copyright-smollm2.yaml --out runs/compare-copyright \\
+        --methods yao,npo,rmu --set rmu.steering_coeff=6.5 --results docs/results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def method_spec(spec_path: Path, method: str, sets: list[str], probes: bool, cache: bool) -> Any:
+    """The spec of one comparison run (validated, sources resolved against the spec's folder)."""
+    from lethe.core.spec import absolutise_sources, parse_spec
+    from lethe.core.sweep import with_method
+
+    data = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+    data["name"] = f"{data.get('name', 'job')}-{method}"[:64]
+    data["unlearn"] = with_method(data["unlearn"], method)
+    for item in sets:  # METHOD.FIELD=VALUE, applied to that method's runs only
+        target, _, value = item.partition("=")
+        name, _, field = target.partition(".")
+        if name == method:
+            data["unlearn"][field] = yaml.safe_load(value)
+    if cache:
+        data["unlearn"]["train"]["cache_reference"] = True
+    if probes and "probes" not in data:
+        data["probes"] = {}
+    spec = parse_spec(data)
+    absolutise_sources(spec, spec_path.resolve().parent)
+    return spec
+
+
+def run_one(args: argparse.Namespace) -> None:
+    """One method's job, with seconds per unlearning step and peak RSS written to timing.json."""
+    from lethe.core.pipeline import run_job
+    from lethe.core.train import RunHooks
+
+    spec = method_spec(Path(args.spec), args.one, args.set, not args.no_probes, args.cache_reference)
+    out = Path(args.out) / args.one
+    seen: dict[str, float] = {}
+
+    def progress(p: Any) -> None:
+        if p.stage == "unlearn":
+            seen.update(steps_this_run=seen.get("steps_this_run", 0) + 1, elapsed=p.elapsed_s)
+
+    began = time.monotonic()
+    run_job(spec, out, RunHooks(on_progress=progress))
+    timing = {"s_per_step": seen["elapsed"] / seen["steps_this_run"] if seen else None,
+              "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+              "wall_s": time.monotonic() - began}
+    if seen or not (out / "timing.json").exists():  # a resumed, already finished run keeps its timing
+        (out / "timing.json").write_text(json.dumps(timing, indent=2) + "\n", encoding="utf-8")
+
+
+def _get(metrics: dict[str, Any], *path: str) -> Any:
+    for part in path:
+        if not isinstance(metrics, dict) or part not in metrics:
+            return None
+        metrics = metrics[part]
+    return metrics
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.0%}"
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def row(method: str, folder: Path, command: str) -> str:
+    """One table line from a run folder (or the reason it has none)."""
+    if not (folder / "metrics.json").exists():
+        return f"| {method} | did not finish (see {folder}/run.log) |" + " |" * 11 + f" `{command}` |"
+    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    timing = json.loads((folder / "timing.json").read_text()) if (folder / "timing.json").exists() else {}
+    before, after = metrics["before"], metrics["after"]
+    key = "harmful_rate" if "harmful_rate" in after else "bleu"
+    change = (after[key] - before[key]) / before[key] if before.get(key) else None
+    ppl = after["normal_ppl"] / before["normal_ppl"] - 1 if "normal_ppl" in after else None
+    summary = _get(metrics, "probes", "summary") or {}
+    cells = [method, f"{_num(before.get(key))} → {_num(after.get(key))} ({_pct(change)})", _pct(ppl),
+             _num(after.get("over_refusal")), _num(after.get("mc1")),
+             _num(_get(summary, "relearn", key)), _num(_get(summary, "relearn", "retained")),
+             _num(_get(summary, "quantize_8bit", key)), _num(_get(summary, "quantize_4bit", key)),
+             _num(_get(summary, "quantize_4bit", "retained")), _num(_get(summary, "rephrase", "harmful_rate")),
+             _num(timing.get("s_per_step")), _num(timing.get("peak_rss_gb")), f"`{command}`"]
+    return "| " + " | ".join(cells) + " |"
+
+
+HEADER = ("| method | harmful rate / BLEU leakage | normal ppl | over-refusal | MC1 | relearn | relearn "
+          "retained | 8-bit | 4-bit | 4-bit retained | rephrased harmful rate | s/step | peak RSS GB | "
+          "command |\n|" + "---|" * 14)
+
+
+def write_results(results: Path, spec_path: Path, table: str) -> None:
+    """Replace (or append) this spec's section of docs/results.md between markers."""
+    start, end = f"<!-- compare:{spec_path.name}:start -->", f"<!-- compare:{spec_path.name}:end -->"
+    section = f"{start}\n## Methods compared on `examples/{spec_path.name}`\n\n{table}\n{end}"
+    text = results.read_text(encoding="utf-8") if results.exists() else "# Results\n"
+    if start in text and end in text:
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    results.write_text(text, encoding="utf-8")
+
+
+def main() -> None:
+    from lethe.core.methods import METHODS
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--spec", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--set", action="append", default=[], help="METHOD.FIELD=VALUE (repeatable)")
+    parser.add_argument("--no-probes", action="store_true")
+    parser.add_argument("--cache-reference", action="store_true", help="train.cache_reference for every run")
+    parser.add_argument("--results", help="also write the table into this markdown file (docs/results.md)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        run_one(args)
+        return
+    lines = [HEADER]
+    switches = (["--no-probes"] if args.no_probes else []) + (["--cache-reference"] if args.cache_reference else [])
+    for method in args.methods.split(","):
+        mine = [f"--set {s}" for s in args.set if s.startswith(f"{method}.")]
+        command = " ".join(["python scripts/compare_methods.py", "--spec", args.spec, "--out", args.out,
+                            "--methods", method, *mine, *switches])
+        child = [sys.executable, __file__, "--one", method, "--spec", args.spec, "--out", args.out,
+                 *[x for s in args.set for x in ("--set", s)], *(["--no-probes"] if args.no_probes else []),
+                 *(["--cache-reference"] if args.cache_reference else [])]
+        done = subprocess.run(child, cwd=ROOT, check=False)  # a failed run keeps its row
+        if done.returncode != 0:
+            print(f"{method}: exit code {done.returncode}; its row says so", file=sys.stderr)
+        lines.append(row(method, Path(args.out) / method, command))
+    table = "\n".join(lines)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "comparison.md").write_text(table + "\n", encoding="utf-8")
+    print(table)
+    if args.results:
+        write_results(Path(args.results), Path(args.spec), table)
+
+
+if __name__ == "__main__":
+    main()

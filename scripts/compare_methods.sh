@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Every method on both SmolLM2 examples at each spec's step budget, with robustness probes; the
+# tables replace their sections of docs/results.md. Long: nine jobs per example (about 15-25
+# minutes each on a free 2-core CPU). Resumable: rerun after an interruption.
+#   scripts/compare_methods.sh [OUT_DIR] [extra flags for compare_methods.py, e.g. --set rmu.steering_coeff=6.5]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-runs/compare}"
+shift || true
+for spec in harmful-smollm2 copyright-smollm2; do
+  python scripts/compare_methods.py --spec "examples/${spec}.yaml" --out "${out}/${spec}" \
+    --results docs/results.md "$@"
+done

@@ -1,0 +1,75 @@
+"""The HTML report is built from a run folder alone, is one offline file with PNG figures, and
+escapes whatever the model generated."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from lethe.cli import main
+from lethe.core.fingerprint import weights_sha256
+from lethe.core.report_html import write_report
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def run_folder(tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "spec.yaml").write_text("name: demo\nmodel: {name: tiny-llama}\nunlearn: {method: yao}\n")
+    (run / "env.json").write_text(json.dumps({"seed": 0, "versions": {"torch": "2.x"}}))
+    (run / "model.json").write_text(json.dumps({"weights_sha256": "cd" * 32}))
+    rows = [{"stage": "unlearn", "step": s, "forget": -5 + s / 10, "random": 5 - s / 10, "loss": 1 / s,
+             "lr": 0.01, "grad_norm": 0.5} for s in range(1, 7)]
+    (run / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    harmful = {"before": [{"id": "f:0", "prompt": "How do I <b>x</b>?", "response": "<script>alert(1)</script>",
+                           "harmful": True, "refusal": False}],
+               "after": [{"id": "f:0", "prompt": "How do I <b>x</b>?", "response": "I cannot help\x00",
+                          "harmful": False, "refusal": True}]}
+    metrics = {"before": {"forget_nll": 2.0, "harmful_rate": 1.0}, "after": {"forget_nll": 6.0, "harmful_rate": 0.0},
+               "comparison": {"harmful_rate_reduction": 1.0},
+               "judge": {"kind": "trained", "accuracy": 0.9, "n": 90, "heldout_accuracy": 0.8,
+                         "check_set": "builtin:judge_check", "per_kind": {"refusal": {"n": 20, "accuracy": 1.0}}},
+               "training": {"steps": 6, "stopped_reason": "max_steps"},
+               "per_example": {"before": {"harmful_prompts": harmful["before"], "benign_prompts": []},
+                               "after": {"harmful_prompts": harmful["after"], "benign_prompts": []}}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    return run
+
+
+def test_report_has_the_figures_tables_and_escaped_generations(tmp_path: Path) -> None:
+    path = write_report(run_folder(tmp_path))
+    html = path.read_text()
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(images) == 3 and all(base64.b64decode(i).startswith(PNG) for i in images)  # losses, metrics, judge
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "I cannot help\ufffd" in html and "How do I &lt;b&gt;x&lt;/b&gt;?" in html
+    for text in ("forget_nll", "harmful_rate_reduction", "accuracy 0.9", "cd" * 32, "max_steps"):
+        assert text in html
+    assert "src=\"http" not in html and "href=\"http" not in html  # nothing to fetch: readable offline
+
+
+def test_lethe_report_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = run_folder(tmp_path)
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
+    assert (tmp_path / "r.html").read_text().startswith("<!doctype html>")
+    assert main(["report", str(tmp_path)]) == 1
+    assert "has no metrics.json" in capsys.readouterr().err
+
+
+def test_the_weights_hash_depends_on_every_weight_only() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    digest = weights_sha256(model)
+    copy = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    copy.load_state_dict(model.state_dict())
+    assert weights_sha256(copy) == digest
+    with torch.no_grad():
+        copy[1].bias += 1e-6
+    assert weights_sha256(copy) != digest
+    assert weights_sha256(model.to(torch.bfloat16)) != digest  # the dtype is part of what is hashed
