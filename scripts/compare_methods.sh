@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-runs/compare}"
 shift || true
+# RMU's c must exceed SmolLM2's layer-7 activation norms (about 114; docs/methods.md, rmu)
 for spec in harmful-smollm2 copyright-smollm2; do
   python scripts/compare_methods.py --spec "examples/${spec}.yaml" --out "${out}/${spec}" \
-    --results docs/results.md "$@"
+    --set rmu.steering_coeff=300 --results docs/results.md "$@"
 done

@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,7 +26,7 @@ from .settings import Settings
 Scope = Literal["read", "submit", "admin"]
 SCOPES: tuple[Scope, ...] = ("read", "submit", "admin")
 BOOTSTRAP_ID = "bootstrap"
-TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")  # also a storage path part: no "_", "/", "."
 KEY_PREFIX = "lethe_"
 MAX_KEY_CHARS = 512
 
@@ -51,7 +51,7 @@ def hash_key(key: str) -> str:
 def check_tenant(tenant: str) -> str:
     if not TENANT_NAME.match(tenant):
         raise Invalid.one("tenant", f"{tenant!r} is not a tenant name: use 1-63 lowercase letters, "
-                          "digits, '-' or '_', starting with a letter or digit")
+                          "digits or '-', starting with a letter or digit")
     return tenant
 
 
@@ -102,6 +102,12 @@ def list_keys(session: Session, tenant: str | None = None) -> list[ApiKey]:
     if tenant is not None:
         query = query.where(ApiKey.tenant == tenant)
     return list(session.scalars(query))
+
+
+def active_key_count(sessions: sessionmaker[Session]) -> int:
+    with sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(ApiKey)
+                                  .where(ApiKey.revoked_at.is_(None))) or 0)
 
 
 def authenticate(session: Session, key: str) -> Principal | None:

@@ -67,6 +67,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     mode = "embedded (in-process worker)" if not settings.broker_url else f"broker {settings.broker_url}"
     print(f"lethe serve: http://{args.host}:{args.port}  data {settings.data_dir}  {mode}", flush=True)
+    from .auth import active_key_count
+
+    if not active_key_count(app.state.runtime.sessions):
+        print("lethe serve: no API key exists yet, so every /v1 request gets 401: create one with "
+              "`lethe keys create --tenant NAME --scopes read,submit,admin`, or set LETHE_BOOTSTRAP_KEY",
+              flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower())
     return 0
 

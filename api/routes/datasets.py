@@ -12,10 +12,10 @@ from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile, 
 
 from lethe.service import datasets as service
 from lethe.service import idempotency
-from lethe.service.runtime import Runtime
-from lethe.service.storage import CHUNK
 from lethe.service.db import Dataset
 from lethe.service.errors import Invalid
+from lethe.service.runtime import Runtime
+from lethe.service.storage import CHUNK
 
 from ..deps import ReadDep, RuntimeDep, SessionDep, SubmitDep
 from ..schemas import DatasetOut, DatasetPage, ErrorOut, RegisterDataset

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -103,3 +104,18 @@ def test_other_tenants_writes_change_nothing(client: TestClient, world: dict[str
     assert not client.get(f"/v1/jobs/{world['running']}").json()["cancel_requested"]
     assert any(k["id"] == ids["key_id"] and k["revoked_at"] is None for k in client.get("/v1/keys").json())
     client.post(f"/v1/jobs/{world['running']}/cancel")
+
+
+def test_the_same_upload_in_two_tenants_shares_nothing(client: TestClient, world: dict[str, Any]) -> None:
+    rt = client.app.state.runtime
+    content = (Path(__file__).resolve().parents[2] / "examples" / "data" / "tiny_forget.jsonl").read_bytes()
+    theirs = client.post("/v1/datasets", files={"file": ("f.jsonl", content)},
+                         headers=world["b"]).json()  # the same bytes as A's dataset
+    assert theirs["id"] != world["ids"]["dataset_id"]
+    assert client.delete(f"/v1/datasets/{theirs['id']}", headers=world["b"]).status_code == 204
+    with rt.sessions() as session:
+        from lethe.service.db import Dataset
+
+        mine = session.get(Dataset, uuid.UUID(world["ids"]["dataset_id"]))
+        assert mine is not None and mine.storage_key.startswith("datasets/default/")
+        assert rt.storage.exists(mine.storage_key)  # B's delete removed only B's object

@@ -352,6 +352,7 @@ def test_builtin_resolves_by_stem_or_file_name_and_refusals_are_distinct() -> No
 SHIPPED = {
     "builtin:judge_check": ("pairs", 90),
     "builtin:benign_prompts": ("prompts", 80),
+    "builtin:retain_prompts": ("prompts", 98),
     "builtin:normal_qa": ("pairs", 155),
     "builtin:knowledge_mc": ("truthfulqa", 60),
     "examples/data/harmful_forget.jsonl": ("prompts", 120),
@@ -402,3 +403,9 @@ def test_books_are_about_40_kb_and_give_pairs(name: str) -> None:
     assert 35_000 <= path.stat().st_size <= 50_000
     pairs = load_examples(ref(path, schema="book"))
     assert len(pairs) >= 60 and all(len(p.prompt) == 200 and len(p.response) == 200 for p in pairs)
+
+
+def test_retain_prompts_are_disjoint_from_the_benign_evaluation_prompts() -> None:
+    retain = {e.prompt.lower() for e in load_examples(ref("builtin:retain_prompts", schema="prompts"))}
+    benign = {e.prompt.lower() for e in load_examples(ref("builtin:benign_prompts", schema="prompts"))}
+    assert not retain & benign
