@@ -95,3 +95,12 @@ def test_healthchecks_name_real_modules() -> None:
     for text in [(ROOT / "docker" / "Dockerfile.worker").read_text(), yaml.safe_dump(compose())]:
         for module in re.findall(r"celery -A (\S+)", text):
             importlib.import_module(module)
+
+
+def test_readme_documents_every_setting():
+    """The README's settings table is the generated one (issue: each setting documented there)."""
+    readme = (ROOT / "README.md").read_text()
+    start, end = readme.index("<!-- settings:start -->"), readme.index("<!-- settings:end -->")
+    table = settings_markdown().split("\n", 4)[4]
+    assert readme[start:end].split("\n", 1)[1] == table, \
+        "regenerate the README's settings table from `python -m lethe.service.settings`"
