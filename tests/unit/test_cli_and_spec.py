@@ -38,6 +38,8 @@ def _tiny() -> dict:
     (lambda s: s["unlearn"].update(forget_weight="lots"), "forget_weight: Input should be a valid number"),
     (lambda s: s["format"].update(template="{prompt}"), "template must contain"),
     (lambda s: s["lora"].update(rank=0), "lora.rank: Input should be greater than or equal to 1"),
+    (lambda s: s["unlearn"]["normal"].update(schema="prompts"),
+     "unlearn.normal has schema 'prompts' (no answers): set unlearn.normal_answers_from: model"),
 ])
 def test_bad_specs_get_one_line_with_the_field_path(mutate, message, tmp_path, capsys):
     spec = _tiny()
