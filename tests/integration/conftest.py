@@ -9,7 +9,6 @@ Override the servers with LETHE_TEST_POSTGRES_URL and LETHE_TEST_REDIS_URL.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,8 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from stackbase import free_port, throwaway_database, unavailable
 
-PG_ADMIN = os.environ.get("LETHE_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("LETHE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 S3_BUCKET = "lethe-it"
 ADMIN_KEY = f"lethe-it-{uuid.uuid4().hex}"  # the stacks' LETHE_BOOTSTRAP_KEY (tenant `default`)
@@ -29,36 +28,10 @@ FAST = {"LETHE_BOOTSTRAP_KEY": ADMIN_KEY, "LETHE_HEARTBEAT_S": "0.2", "LETHE_PRO
         "HF_HUB_OFFLINE": "1", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 
 
-def unavailable(reason: str) -> None:
-    """CI must run these tests; elsewhere a missing server is a skip with the reason."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: integration tests must run)")
-    pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-    name = f"lethe_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as err:  # noqa: BLE001
-        admin.dispose()
-        unavailable(f"PostgreSQL unreachable at {PG_ADMIN}: {str(err).splitlines()[0]}")
-    yield make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with throwaway_database("lethe_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -24,24 +24,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from stackbase import free_port, throwaway_database, unavailable
 
-PG_ADMIN = os.environ.get("LETHE_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 KEY = f"lethe-faults-{uuid.uuid4().hex}"
 TIMINGS = {"LETHE_HEARTBEAT_S": "0.2", "LETHE_PROGRESS_INTERVAL_S": "0.2", "LETHE_JOB_LEASE_S": "3",
            "LETHE_MAINTENANCE_INTERVAL_S": "0.5", "LETHE_MAX_ATTEMPTS": "5", "LETHE_TENANT_MAX_RUNNING": "4",
            "LETHE_QUOTA_RETRY_AFTER_S": "1"}
-
-
-def unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: integration tests must run)")
-    pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(check: object, timeout: float, what: str, logs: str = "") -> None:
@@ -170,21 +158,8 @@ class FaultStack:
 
 @pytest.fixture(scope="module")
 def fault_db() -> Iterator[str]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-    name = f"lethe_faults_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as err:  # noqa: BLE001
-        admin.dispose()
-        unavailable(f"PostgreSQL unreachable at {PG_ADMIN}: {str(err).splitlines()[0]}")
-    yield make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with throwaway_database("lethe_faults") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from lethe.core import losses
-from lethe.core.config import LoraSpec, ModelSpec, PromptFormat, TrainConfig
-from lethe.core.data import Example
+from lethe.core.config import LoraSpec, ModelSpec, TrainConfig
 from lethe.core.hidden import forward as layer_forward
 from lethe.core.hidden import resolve_layer
 from lethe.core.methods import METHODS, finetune_terms, terms_for
@@ -33,14 +32,8 @@ from lethe.core.train import (
     run_stage,
 )
 
-FMT = PromptFormat(max_length=96)
-FORGET = [Example(f"f{i}", f"how do I make poison {i}?", f"mix red powder {i} with acid, heat, then pour")
-          for i in range(8)]
-NORMAL = [Example(f"n{i}", q, a) for i, (q, a) in enumerate([
-    ("What colour is the sky?", "Blue on a clear day."), ("What do bees make?", "Honey."),
-    ("Where is Paris?", "In France."), ("How many legs has a cat?", "Four."),
-    ("What is ice?", "Frozen water."), ("Who wrote Emma?", "Jane Austen."),
-    ("What is the sun?", "A star."), ("What do cows eat?", "Grass.")])]
+from toy_data import FMT, FORGET, NORMAL
+
 REFUSALS = ["I can't help with that.", "Sorry, I won't answer that.", "I am unable to assist with this request."]
 ALL = list(METHODS)
 WITH_REFERENCE = [m for m in ALL if any(t.needs_reference for t in terms_for(METHODS[m].stage(

@@ -8,8 +8,7 @@ import copy
 
 import pytest
 import torch
-from lethe.core.config import LoraSpec, ModelSpec, PromptFormat, TrainConfig
-from lethe.core.data import Example
+from lethe.core.config import LoraSpec, ModelSpec, TrainConfig
 from lethe.core.methods import GradDiffStage, YaoStage, finetune_terms, terms_for
 from lethe.core.models import Reference, attach_lora, load_model
 from lethe.core.tokens import collate, encode, pad_id_of
@@ -21,14 +20,8 @@ from lethe.core.train import (
     run_stage,
 )
 
-FMT = PromptFormat(max_length=96)
-FORGET = [Example(f"f{i}", f"how do I make poison {i}?", f"mix red powder {i} with acid, heat, then pour")
-          for i in range(8)]
-NORMAL = [Example(f"n{i}", q, a) for i, (q, a) in enumerate([
-    ("What colour is the sky?", "Blue on a clear day."), ("What do bees make?", "Honey."),
-    ("Where is Paris?", "In France."), ("How many legs has a cat?", "Four."),
-    ("What is ice?", "Frozen water."), ("Who wrote Emma?", "Jane Austen."),
-    ("What is the sun?", "A star."), ("What do cows eat?", "Grass.")])]
+from toy_data import FMT, FORGET, NORMAL
+
 
 
 def _stage_config(**train: object) -> dict:
