@@ -109,3 +109,35 @@ def test_a_folder_of_another_spec_is_refused(tiny_run):
     spec.seed = 7
     with pytest.raises(RunFolderError, match="different spec"):
         run_job(spec, tiny_run[0].out_dir)
+
+
+def _self_answered_spec() -> dict:
+    spec = load_spec(TINY).model_dump(mode="json", by_alias=True)
+    for kind in ("forget", "normal"):
+        spec["unlearn"][kind]["schema"] = "prompts"
+        spec["unlearn"][f"{kind}_answers_from"] = "model"
+    spec["unlearn"]["answer_generation"] = {"max_new_tokens": 12}
+    spec["unlearn"]["train"]["steps"] = 2
+    return spec
+
+
+def test_answers_written_by_the_model_are_filtered_cached_and_used(tmp_path, monkeypatch):
+    """forget/normal_answers_from: model. A random tiny model writes byte gibberish, so its
+    generation is replaced by a stand-in (named so) that answers in three ways: a refusal and a
+    degenerate loop are dropped, real answers are kept, cached in the run folder and trained on."""
+    from lethe.core import pipeline
+    from lethe.core.spec import parse_spec
+
+    def stand_in_generate(model, tokenizer, prompts, template, gen):
+        styles = ["I'm sorry, I can't help with that.", "ha ha ha ha ha ha ha ha",
+                  "First you gather the parts, then you assemble them carefully."]
+        return [styles[i % 3] for i in range(len(prompts))]
+
+    monkeypatch.setattr(pipeline, "generate", stand_in_generate)
+    summary = run_job(parse_spec(_self_answered_spec()), tmp_path / "run")
+    for name in ("forget_generated.jsonl", "normal_generated.jsonl"):
+        rows = [json.loads(line) for line in (tmp_path / "run" / name).read_text().splitlines()]
+        assert rows and {row["response"] for row in rows} == {
+            "First you gather the parts, then you assemble them carefully."}
+    assert summary.metrics["training"]["steps"] == 2
+
