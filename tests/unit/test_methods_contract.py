@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 from lethe.core import losses
-from lethe.core.config import LoraSpec, ModelSpec, TrainConfig
+from lethe.core.config import LoraSpec, ModelSpec
 from lethe.core.hidden import forward as layer_forward
 from lethe.core.hidden import resolve_layer
-from lethe.core.methods import METHODS, finetune_terms, terms_for
+from lethe.core.methods import METHODS, terms_for
 from lethe.core.methods.targets import steering_vector
 from lethe.core.models import Reference, attach_lora, load_model
 from lethe.core.rows import encode_rows, micro_batch_rows, row_kinds
@@ -221,17 +221,6 @@ def _distance_to_target(model, tok, method) -> float:
                                   batch["input_ids"], batch["attention_mask"], layer, need_logits=False)
     target = method.steering_coeff * steering_vector(hidden.shape[-1], method.vector_seed)
     return float(losses.activation_mse(hidden, target, batch["attention_mask"].bool()).mean().sqrt())
-
-
-@pytest.fixture(scope="module")
-def knowing_base():
-    """A tiny model fully fine-tuned on both sets: it knows something to forget and to keep."""
-    model, tok = load_model(ModelSpec(name="tiny-llama", device="cpu"))
-    model.requires_grad_(True)
-    stage = Stage("finetune", finetune_terms(), StageData(forget=FORGET + NORMAL),
-                  TrainConfig(lr=3e-3, steps=60, batch_size=8), FMT, seed=0)
-    run_stage(model, tok, stage)
-    return model, tok
 
 
 @pytest.mark.parametrize("name", ALL)

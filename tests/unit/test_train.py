@@ -83,17 +83,6 @@ def _mean_nll(model, tok, examples) -> float:
     return float(sequence_nll(*token_logprobs(logits, batch["labels"])).mean())
 
 
-@pytest.fixture(scope="module")
-def knowing_base():
-    """A tiny model fully fine-tuned on both sets: it knows something to forget and to keep."""
-    model, tok = load_model(ModelSpec(name="tiny-llama", device="cpu"))
-    model.requires_grad_(True)
-    stage = Stage("finetune", finetune_terms(), StageData(forget=FORGET + NORMAL),
-                  TrainConfig(lr=3e-3, steps=60, batch_size=8), FMT, seed=0)
-    run_stage(model, tok, stage)
-    return model, tok
-
-
 @pytest.mark.parametrize("method", [
     YaoStage(**_stage_config(steps=16, batch_size=4, lr=3e-3), normal_weight=3.0),
     GradDiffStage(**_stage_config(steps=16, batch_size=4, lr=3e-3))], ids=["yao", "graddiff"])
