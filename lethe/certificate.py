@@ -123,6 +123,18 @@ def _parse(raw: bytes) -> tuple[dict[str, Any] | None, str]:
     return doc, ""
 
 
+def _strict_b64decode(text: str) -> bytes:
+    """Base64 that accepts exactly one spelling per value.
+
+    Plain decoding ignores the unused low bits of the last character before '=', so a changed
+    byte there would still verify; requiring the canonical re-encoding closes that gap.
+    """
+    data = base64.b64decode(text, validate=True)
+    if base64.b64encode(data).decode() != text:
+        raise ValueError("non-canonical base64 (unused bits are set)")
+    return data
+
+
 def verify_bytes(raw: bytes, pinned: Ed25519PublicKey | None = None,
                  pinned_key_id: str | None = None) -> Verification:
     """Check a certificate file's bytes; pin the signer with a public key or a key id."""
@@ -133,8 +145,8 @@ def verify_bytes(raw: bytes, pinned: Ed25519PublicKey | None = None,
     if sig["algorithm"] != ALGORITHM:
         return Verification(False, f"unsupported algorithm {sig['algorithm']!r}: expected {ALGORITHM}")
     try:
-        embedded = Ed25519PublicKey.from_public_bytes(base64.b64decode(sig["public_key"], validate=True))
-        signature = base64.b64decode(sig["value"], validate=True)
+        embedded = Ed25519PublicKey.from_public_bytes(_strict_b64decode(sig["public_key"]))
+        signature = _strict_b64decode(sig["value"])
     except (ValueError, binascii.Error, TypeError) as err:
         return Verification(False, f"malformed public key or signature: {err}")
     kid = key_id(embedded)

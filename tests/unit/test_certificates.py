@@ -149,3 +149,20 @@ def test_the_signing_key_is_created_once_and_private(tmp_path: Path) -> None:
     settings.signing_key_path.write_text("not a key")
     with pytest.raises(ValueError, match="not an unencrypted PEM private key"):
         load_signing_key(settings)
+
+
+def test_non_canonical_base64_in_the_signature_block_is_rejected() -> None:
+    # A 32-byte key and a 64-byte signature both end in '=' padding: the last character before it
+    # carries unused bits, so two spellings decode to the same bytes. Only the signed one may pass.
+    key = Ed25519PrivateKey.generate()
+    document = json.loads(sign(key, {"format": "x"}))
+    for field in ("public_key", "value"):
+        text = document["signature"][field]
+        body, padding = text.rstrip("="), text[len(text.rstrip("=")):]
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        twin = body[:-1] + alphabet[alphabet.index(body[-1]) ^ 1] + padding
+        changed = json.loads(json.dumps(document))
+        changed["signature"][field] = twin
+        raw = json.dumps(changed, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        result = verify_bytes(raw, key.public_key())
+        assert not result.ok and "non-canonical" in result.reason, (field, result.reason)
