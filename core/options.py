@@ -61,6 +61,14 @@ class SelectSpec(StrictModel):
                                                       "null: run all steps")
     min_delta: float = Field(0.0, ge=0, description="an improvement smaller than this does not count")
     probe_examples: int = Field(16, ge=1, le=1024, description="examples per set in each evaluation")
+    # Validation sets: never the eval sets, whose figures are the job's reported result. Choosing
+    # a checkpoint by them would fit the result to the test prompts.
+    harmful_prompts: DatasetRef | None = Field(
+        None, description="validation harmful prompts; default: the forget set's prompts")
+    benign_prompts: DatasetRef | None = Field(
+        None, description="validation benign prompts (over-refusal); default: the normal set's prompts")
+    normal: DatasetRef | None = Field(
+        None, description="validation normal pairs (perplexity); default: the unlearning normal set")
 
 
 class RelearnProbe(StrictModel):

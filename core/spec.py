@@ -73,6 +73,8 @@ class JobSpec(StrictModel):
         if ev.copyright:
             refs += [ev.copyright.forget_text, ev.copyright.retain_text]
         refs.append(getattr(self.unlearn, "refusals", None))
+        if self.select:
+            refs += [self.select.harmful_prompts, self.select.benign_prompts, self.select.normal]
         if self.probes and self.probes.rephrase:
             refs.append(self.probes.rephrase.templates)
         return [r for r in refs if r is not None]

@@ -11,7 +11,7 @@ from typing import Any
 from . import runfolder
 from .data import Example, load_examples
 from .evaluation import EvalSets, Judge
-from .options import objective_of
+from .options import SelectSpec, objective_of
 from .probes import run_probes
 from .rows import StageData
 from .selection import Selection, light_evaluator
@@ -35,9 +35,27 @@ def selection_for(spec: JobSpec, tokenizer: Any, judge: Judge | None, sets: Eval
     if spec.select is None:
         return None
     objective = objective_of(spec.criterion, spec.eval)
-    evaluate = light_evaluator(tokenizer, spec.eval, spec.format, judge, sets, forget, normal,
+    validation = validation_sets(spec.select, sets, forget, normal)
+    evaluate = light_evaluator(tokenizer, spec.eval, spec.format, judge, validation, forget, normal,
                                spec.select.probe_examples, objective, spec.criterion)
     return Selection(evaluate, spec.select, spec.criterion, objective, folder=folder)
+
+
+def validation_sets(chosen: SelectSpec, sets: EvalSets, forget: list[Example], normal: list[Example]) -> EvalSets:
+    """What evaluation during training reads: the `select` section's sets, else training data.
+
+    The eval sets' harmful and benign prompts and normal pairs are the job's test set, so they
+    are never read before the final evaluation. The copyright objective keeps the eval passages:
+    they are the text being forgotten (the training text), not a held-out sample.
+    """
+    harmful = _load(chosen.harmful_prompts) or [Example(e.id, e.prompt, "") for e in forget]
+    benign = _load(chosen.benign_prompts) or [Example(e.id, e.prompt, "") for e in normal]
+    return EvalSets(harmful_prompts=harmful, benign_prompts=benign, normal=_load(chosen.normal) or normal,
+                    copyright_forget=sets.copyright_forget)
+
+
+def _load(ref: Any) -> list[Example]:
+    return load_examples(ref) if ref is not None else []
 
 
 def probes_report(spec: JobSpec, model: Any, tokenizer: Any, judge: Judge | None, sets: EvalSets,

@@ -8,6 +8,12 @@ the command of each row) goes to OUT/comparison.md and, with --results, replaces
 section of docs/results.md. Runs that fell short stay in the table. Resumable: finished runs are
 read back.
 
+What does not depend on the method is computed once, by the first run, and copied into the other
+runs' folders before they start (the pipeline reads such files back as a resumed run would): the
+model-written forget and normal answers, the evaluation before unlearning, and the finished
+fine-tuning stage (its final checkpoint). Every run still trains its own judge (seeded, so the
+same) and runs its own unlearning, evaluation after it and probes.
+
     python scripts/compare_methods.py --spec examples/harmful-smollm2.yaml --out runs/compare-harmful
     python scripts/compare_methods.py --spec examples/copyright-smollm2.yaml --out runs/compare-copyright \\
         --methods yao,npo,rmu --set rmu.steering_coeff=6.5 --results docs/results.md
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -49,6 +56,28 @@ def method_spec(spec_path: Path, method: str, sets: list[str], probes: bool, cac
     spec = parse_spec(data)
     absolutise_sources(spec, spec_path.resolve().parent)
     return spec
+
+
+SHARED = ("forget_generated.jsonl", "normal_generated.jsonl", "eval_before.json", "checkpoints/finetune/final")
+
+
+def share_preamble(out: Path, method: str) -> None:
+    """Copy the method-independent files of an earlier run of this comparison into `method`'s
+    folder, unless that folder has started already."""
+    target = out / method
+    if target.exists():
+        return
+    donors = [d for d in sorted(out.iterdir()) if (d / "eval_before.json").exists()] if out.exists() else []
+    if not donors:
+        return
+    for name in SHARED:
+        source = donors[0] / name
+        if source.is_dir():
+            shutil.copytree(source, target / name)
+        elif source.exists():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    (target / "shared_from.txt").write_text(f"{', '.join(SHARED)} copied from {donors[0].name}\n")
 
 
 def run_one(args: argparse.Namespace) -> None:
@@ -151,6 +180,7 @@ def main() -> None:
         child = [sys.executable, __file__, "--one", method, "--spec", args.spec, "--out", args.out,
                  *[x for s in args.set for x in ("--set", s)], *(["--no-probes"] if args.no_probes else []),
                  *(["--cache-reference"] if args.cache_reference else [])]
+        share_preamble(Path(args.out), method)
         done = subprocess.run(child, cwd=ROOT, check=False)  # a failed run keeps its row
         if done.returncode != 0:
             print(f"{method}: exit code {done.returncode}; its row says so", file=sys.stderr)

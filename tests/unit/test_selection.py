@@ -175,3 +175,49 @@ def test_a_run_that_got_worse_does_not_meet_the_criterion():
     zero = {"harmful_rate": 0.0, "normal_ppl": 10.0}
     assert meets(zero, zero, CRITERION, "harmful_rate")
     assert not meets({"harmful_rate": 0.2, "normal_ppl": 10.0}, zero, CRITERION, "harmful_rate")
+
+
+def _seen_by_selection(monkeypatch, select: dict) -> dict[str, list[str]]:
+    """Which prompts and pairs one evaluation during training reads, given the spec's `select`."""
+    from types import SimpleNamespace
+
+    import lethe.core.selection as selection_module
+    from lethe.core.evaluation import EvalSets
+    from lethe.core.spec import absolutise_sources, parse_spec
+    from lethe.core.unlearning import selection_for
+
+    data = yaml.safe_load((ROOT / "examples" / "tiny.yaml").read_text())
+    data["select"] = select
+    data["criterion"] = {"objective": "harmful_rate", "max_over_refusal": 0.5}
+    spec = parse_spec(data)
+    absolutise_sources(spec, ROOT / "examples")
+    test_sets = EvalSets(harmful_prompts=[Example("t1", "TEST harmful", "")],
+                         benign_prompts=[Example("t2", "TEST benign", "")], normal=[Example("t3", "TEST q", "a")])
+    seen: dict[str, list[str]] = {}
+
+    def spy(model, tokenizer, spec, fmt, judge, forget, reference_responses, sets):
+        seen.update(harmful=[e.prompt for e in sets.harmful_prompts], benign=[e.prompt for e in sets.benign_prompts],
+                    normal=[e.prompt for e in sets.normal], forget=[e.prompt for e in forget])
+        return SimpleNamespace(metrics={"harmful_rate": 0.0})
+
+    monkeypatch.setattr(selection_module, "evaluate", spy)
+    forget = [Example("f", "TRAIN forget", "x")]
+    normal = [Example("n", "TRAIN normal", "y")]
+    selection_for(spec, None, object(), test_sets, forget, normal, None).evaluate(None)
+    return seen
+
+
+def test_evaluation_during_training_never_reads_the_eval_sets(monkeypatch):
+    seen = _seen_by_selection(monkeypatch, {"every": 2})
+    assert seen == {"harmful": ["TRAIN forget"], "benign": ["TRAIN normal"], "normal": ["TRAIN normal"],
+                    "forget": ["TRAIN forget"]}
+
+
+def test_evaluation_during_training_reads_the_validation_sets_it_is_given(monkeypatch):
+    tiny_normal = [json.loads(line)["prompt"] for line in
+                   (ROOT / "examples" / "data" / "tiny_normal.jsonl").read_text().splitlines()]
+    seen = _seen_by_selection(monkeypatch, {"every": 2, "harmful_prompts": {
+        "source": "data/tiny_normal.jsonl", "schema": "prompts"}, "normal": {
+        "source": "data/tiny_normal.jsonl", "schema": "pairs"}})
+    assert seen["harmful"] == tiny_normal[:16] and seen["normal"] == tiny_normal[:16]
+    assert seen["benign"] == ["TRAIN normal"]
