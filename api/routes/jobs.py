@@ -45,7 +45,10 @@ def submit_job(rt: RuntimeDep, principal: SubmitDep, spec: JobSpec, response: Re
     With an `Idempotency-Key`, a retry returns the job the first request made."""
     slot = idempotency.Slot(principal.tenant, "POST /v1/jobs", idempotency.check_key(idempotency_key)) \
         if idempotency_key is not None else None
-    digest = idempotency.body_hash(spec.model_dump(mode="json", by_alias=True, exclude_unset=True))
+    request: dict[str, Any] = spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    if callback_url is not None:  # part of the request: a retry with another callback is another request
+        request = {"spec": request, "callback_url": callback_url}
+    digest = idempotency.body_hash(request)
     job_id, replayed = idempotency.run_once(
         rt, slot, digest, lambda: service.create_job(rt, spec, tenant=principal.tenant, callback_url=callback_url).id)
     response.headers["Location"] = f"/v1/jobs/{job_id}"

@@ -45,6 +45,20 @@ def test_a_retried_submission_returns_the_first_job(queued_client: TestClient) -
     assert queued_client.post("/v1/jobs", json=job_spec(ds)).json()["id"] != first.json()["id"]  # no key
 
 
+def test_a_retry_with_another_callback_is_another_request(queued_client: TestClient) -> None:
+    ds = upload(queued_client).json()["reference"]
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    hook = {"callback_url": "https://1.1.1.1/a"}  # an address literal: no DNS lookup offline
+    first = queued_client.post("/v1/jobs", json=job_spec(ds), headers=key, params=hook)
+    assert first.status_code == 201
+    again = queued_client.post("/v1/jobs", json=job_spec(ds), headers=key, params=hook)
+    assert again.status_code == 201 and again.json()["id"] == first.json()["id"]
+    other = queued_client.post("/v1/jobs", json=job_spec(ds), headers=key,
+                               params={"callback_url": "https://1.1.1.1/b"})
+    assert other.status_code == 409 and "different request body" in other.json()["detail"]
+    assert queued_client.post("/v1/jobs", json=job_spec(ds), headers=key).status_code == 409
+
+
 def test_concurrent_retries_make_one_job(queued_client: TestClient) -> None:
     ds = upload(queued_client).json()["reference"]
     key = {"Idempotency-Key": "same"}
