@@ -183,9 +183,20 @@ def _run_engine(rt: Runtime, claim: Claim, work: Path, beat: Heartbeat) -> Any:
     from lethe.core.pipeline import run_job
     from lethe.core.spec import parse_spec
 
-    spec = parse_spec(claim.spec)
+    spec = with_checkpoints(parse_spec(claim.spec), rt.settings.checkpoint_every)
     resolve_datasets(rt, spec, work / "datasets")
     return run_job(spec, work / "run", Reporter(rt, claim, beat).hooks())
+
+
+def with_checkpoints(spec: Any, every: int) -> Any:
+    """Give training stages that set no `checkpoint_every` the service's interval (a redelivered
+    job then resumes from its last checkpoint); a spec's own choice, 0 included, is kept."""
+    if every > 0:
+        stages = [spec.unlearn.train] + ([spec.finetune.train] if spec.finetune is not None else [])
+        for train in stages:
+            if "checkpoint_every" not in train.model_fields_set:
+                train.checkpoint_every = every
+    return spec
 
 
 def write_report_safely(run_dir: Path) -> None:

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     work_dir: Path | None = Field(
         None, description="Folder where workers keep run folders and checkpoints while a job runs. "
         "Empty: `<data_dir>/work`.")
+    checkpoint_every: int = Field(
+        25, ge=0, description="Checkpoint interval (steps) of training stages whose spec sets none, so "
+        "that a job whose worker died resumes instead of starting again; 0: only what specs ask for.")
     keep_work_dirs: bool = Field(
         False, description="Keep a job's run folder after it ends (for debugging); it is deleted otherwise.")
     heartbeat_s: float = Field(

@@ -254,3 +254,19 @@ def test_cancel_between_stages_and_after_the_last(client: TestClient,
         assert "adapter.tar.gz" not in names
         assert "cancel_requested" in [e["kind"] for e in client.get(f"/v1/jobs/{job_id}/events").json()]
     assert count(client, JobEvent) > 0
+
+
+def test_the_service_checkpoints_stages_whose_spec_sets_no_interval() -> None:
+    # without checkpoints, a job whose worker died starts again from step 0
+    from lethe.core.spec import parse_spec
+    from lethe.service.execution import with_checkpoints
+
+    base = {"name": "j", "model": {"name": "tiny-llama"},
+            "unlearn": {"method": "ga", "forget": {"source": "f.jsonl"}, "train": {"steps": 4}}}
+    assert with_checkpoints(parse_spec(base), 25).unlearn.train.checkpoint_every == 25
+    assert with_checkpoints(parse_spec(base), 0).unlearn.train.checkpoint_every == 0
+    own = dict(base, unlearn=dict(base["unlearn"], train={"steps": 4, "checkpoint_every": 0}))
+    assert with_checkpoints(parse_spec(own), 25).unlearn.train.checkpoint_every == 0  # the spec's choice
+    tuned = dict(base, finetune={"data": {"source": "b.txt", "schema": "book"}, "train": {"epochs": 1}})
+    spec = with_checkpoints(parse_spec(tuned), 7)
+    assert spec.finetune.train.checkpoint_every == 7 and spec.unlearn.train.checkpoint_every == 7
