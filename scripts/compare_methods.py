@@ -36,7 +36,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def method_spec(spec_path: Path, method: str, sets: list[str], probes: bool, cache: bool) -> Any:
+def method_spec(spec_path: Path, method: str, args: argparse.Namespace) -> Any:
     """The spec of one comparison run (validated, sources resolved against the spec's folder)."""
     from lethe.core.spec import absolutise_sources, parse_spec
     from lethe.core.sweep import with_method
@@ -44,18 +44,35 @@ def method_spec(spec_path: Path, method: str, sets: list[str], probes: bool, cac
     data = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
     data["name"] = f"{data.get('name', 'job')}-{method}"[:64]
     data["unlearn"] = with_method(data["unlearn"], method)
-    for item in sets:  # METHOD.FIELD=VALUE, applied to that method's runs only
+    for item in args.set:  # METHOD.FIELD=VALUE, applied to that method's runs only
         target, _, value = item.partition("=")
         name, _, field = target.partition(".")
         if name == method:
             data["unlearn"][field] = yaml.safe_load(value)
-    if cache:
-        data["unlearn"]["train"]["cache_reference"] = True
-    if probes and "probes" not in data:
+    train = data["unlearn"]["train"]
+    if args.cache_reference:
+        train["cache_reference"] = True
+    if args.steps is not None:  # one budget for every method (the spec's checkpoints scale with it)
+        train.update(steps=args.steps, epochs=None)
+        train["checkpoint_every"] = min(train.get("checkpoint_every") or args.steps, args.steps)
+    if not args.no_probes and "probes" not in data:
         data["probes"] = {}
+        if args.probe_examples is not None:
+            data["probes"]["max_examples"] = args.probe_examples
+        if args.rephrase_prompts is not None:
+            data["probes"]["rephrase"] = {"max_prompts": args.rephrase_prompts}
     spec = parse_spec(data)
     absolutise_sources(spec, spec_path.resolve().parent)
     return spec
+
+
+def common_flags(args: argparse.Namespace) -> list[str]:
+    """The switches every run of the comparison shares (passed to each child and shown per row)."""
+    flags = (["--no-probes"] if args.no_probes else []) + (["--cache-reference"] if args.cache_reference else [])
+    for name in ("steps", "probe_examples", "rephrase_prompts"):
+        if getattr(args, name) is not None:
+            flags += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    return flags
 
 
 SHARED = ("forget_generated.jsonl", "normal_generated.jsonl", "eval_before.json", "checkpoints/finetune/final")
@@ -85,7 +102,7 @@ def run_one(args: argparse.Namespace) -> None:
     from lethe.core.pipeline import run_job
     from lethe.core.train import RunHooks
 
-    spec = method_spec(Path(args.spec), args.one, args.set, not args.no_probes, args.cache_reference)
+    spec = method_spec(Path(args.spec), args.one, args)
     out = Path(args.out) / args.one
     seen: dict[str, float] = {}
 
@@ -165,6 +182,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="METHOD.FIELD=VALUE (repeatable)")
     parser.add_argument("--no-probes", action="store_true")
     parser.add_argument("--cache-reference", action="store_true", help="train.cache_reference for every run")
+    parser.add_argument("--steps", type=int, help="unlearning steps of every run (default: the spec's)")
+    parser.add_argument("--probe-examples", type=int, help="probes.max_examples (default: 32)")
+    parser.add_argument("--rephrase-prompts", type=int, help="probes.rephrase.max_prompts (default: 16)")
     parser.add_argument("--results", help="also write the table into this markdown file (docs/results.md)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -172,14 +192,13 @@ def main() -> None:
         run_one(args)
         return
     lines = [HEADER]
-    switches = (["--no-probes"] if args.no_probes else []) + (["--cache-reference"] if args.cache_reference else [])
+    switches = common_flags(args)
     for method in args.methods.split(","):
         mine = [f"--set {s}" for s in args.set if s.startswith(f"{method}.")]
         command = " ".join(["python scripts/compare_methods.py", "--spec", args.spec, "--out", args.out,
                             "--methods", method, *mine, *switches])
         child = [sys.executable, __file__, "--one", method, "--spec", args.spec, "--out", args.out,
-                 *[x for s in args.set for x in ("--set", s)], *(["--no-probes"] if args.no_probes else []),
-                 *(["--cache-reference"] if args.cache_reference else [])]
+                 *[x for s in args.set for x in ("--set", s)], *switches]
         share_preamble(Path(args.out), method)
         done = subprocess.run(child, cwd=ROOT, check=False)  # a failed run keeps its row
         if done.returncode != 0:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every method on both SmolLM2 examples at each spec's step budget, with robustness probes; the
-# tables replace their sections of docs/results.md. Long: nine jobs per example (about 15-25
-# minutes each on a free 2-core CPU). Resumable: rerun after an interruption.
-#   scripts/compare_methods.sh [OUT_DIR] [extra flags for compare_methods.py, e.g. --set rmu.steering_coeff=6.5]
+# tables replace their sections of docs/results.md. Long: nine jobs per example (10-20 minutes each
+# on a 2-core CPU at the specs' budgets with full probes). Resumable: rerun after an interruption.
+#   scripts/compare_methods.sh [OUT_DIR] [extra flags for compare_methods.py, e.g. --steps 40]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-runs/compare}"
