@@ -1,7 +1,7 @@
 """Every unlearning method on one example spec, at the spec's step budget, in one table.
 
 For each method the spec's `unlearn` section is switched to that method (its other parameters at
-their defaults unless `--set METHOD.FIELD=VALUE`), robustness probes are switched on, and the job
+their defaults unless `--set METHOD.FIELD=VALUE`; the spec's own method keeps the spec's values), robustness probes are switched on, and the job
 runs in its own process (so its peak memory is its own) into OUT/METHOD/. The table (harmful rate
 or leakage, normal perplexity, over-refusal, MC1, each probe, seconds per step, peak memory, and
 the command of each row) goes to OUT/comparison.md and, with --results, replaces this spec's
@@ -43,7 +43,8 @@ def method_spec(spec_path: Path, method: str, args: argparse.Namespace) -> Any:
 
     data = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
     data["name"] = f"{data.get('name', 'job')}-{method}"[:64]
-    data["unlearn"] = with_method(data["unlearn"], method)
+    if data["unlearn"].get("method") != method:  # the spec's own method keeps its tuned parameters
+        data["unlearn"] = with_method(data["unlearn"], method)
     for item in args.set:  # METHOD.FIELD=VALUE, applied to that method's runs only
         target, _, value = item.partition("=")
         name, _, field = target.partition(".")
