@@ -84,6 +84,9 @@ class QuantizeProbe(StrictModel):
     """Round the merged model's linear weights to `bits` (symmetric, round-to-nearest, on the CPU)."""
 
     bits: list[Literal[4, 8]] = Field(default_factory=lambda: [8, 4])
+    scheme: Literal["rtn", "nf4"] = Field(
+        "rtn", description="rtn: a uniform symmetric grid; nf4: 4-bit weights on QLoRA's NormalFloat "
+        "codebook in blocks of group_size (default 64), as bitsandbytes stores them (8-bit stays rtn)")
     group_size: int | None = Field(None, ge=8, description="null: one scale per output channel; "
                                                            "N: one per N input weights (like NF4 blocks)")
 

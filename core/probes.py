@@ -9,8 +9,9 @@ that is still there after the probe (1 = all of it, 0 = back to the original, < 
 
 Quantisation here is a fake-quantisation on the CPU: each linear weight of the decoder layers of
 the merged model is rounded to a symmetric `bits`-bit grid (round-to-nearest, one scale per output
-channel or per group) and stored back in fp32. It reproduces the rounding of weight-only RTN
-quantisation, not the kernels or the outlier handling of GPTQ/AWQ/NF4.
+channel or per group), or for 4 bits optionally to the NF4 codebook in absmax blocks (what
+bitsandbytes stores), and stored back in fp32. It reproduces the weights' rounding, not the
+kernels, GPTQ/AWQ's error compensation or LLM.int8's outlier handling.
 """
 
 from __future__ import annotations
@@ -58,8 +59,38 @@ def fake_quantize_(weight: torch.Tensor, bits: int, group_size: int | None) -> N
     rows.copy_(torch.clamp(torch.round(rows / scale), -q - 1, q) * scale)
 
 
+# The 16 levels of 4-bit NormalFloat (Dettmers et al. 2023, QLoRA, arXiv 2305.14314, appendix E),
+# as bitsandbytes lists them: quantiles of N(0, 1) scaled to [-1, 1], with an exact zero.
+NF4_LEVELS = (-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+              -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+              0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+              0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0)
+NF4_BLOCK = 64  # bitsandbytes' default block size for 4-bit weights
+
+
+def nf4_quantize_(weight: torch.Tensor, block_size: int = NF4_BLOCK) -> None:
+    """Round `weight` in place to NF4: per block of `block_size` consecutive weights (row-major),
+    w = level[argmin |w/a − level|] · a with a = max|w| over the block (absmax)."""
+    flat = weight.reshape(-1)
+    usable = flat.numel() - flat.numel() % block_size
+    levels = torch.tensor(NF4_LEVELS, dtype=weight.dtype, device=weight.device)
+    for part in (flat[:usable].view(-1, block_size), flat[usable:].view(1, -1)):
+        if part.numel() == 0:
+            continue
+        absmax = part.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
+        nearest = (part / absmax).unsqueeze(-1).sub(levels).abs().argmin(dim=-1)
+        part.copy_(levels[nearest] * absmax)
+
+
+def _round_weight_(weight: torch.Tensor, bits: int, group_size: int | None, scheme: str) -> None:
+    if scheme == "nf4" and bits == 4:
+        nf4_quantize_(weight, group_size or NF4_BLOCK)
+    else:
+        fake_quantize_(weight, bits, group_size)
+
+
 @torch.no_grad()
-def quantize_model_(model: Any, bits: int, group_size: int | None) -> int:
+def quantize_model_(model: Any, bits: int, group_size: int | None, scheme: str = "rtn") -> int:
     """Fake-quantise every linear weight inside the decoder layers (embeddings, norms and the LM
     head stay, as weight-only 4/8-bit schemes keep them); returns how many matrices changed."""
     from transformers.pytorch_utils import Conv1D
@@ -67,10 +98,10 @@ def quantize_model_(model: Any, bits: int, group_size: int | None) -> int:
     count = 0
     for module in decoder_layers(model).modules():
         if isinstance(module, torch.nn.Linear):
-            fake_quantize_(module.weight.data, bits, group_size)
+            _round_weight_(module.weight.data, bits, group_size, scheme)
         elif isinstance(module, Conv1D):  # gpt2 stores [in, out]
             transposed = module.weight.data.t().contiguous()
-            fake_quantize_(transposed, bits, group_size)
+            _round_weight_(transposed, bits, group_size, scheme)
             module.weight.data.copy_(transposed.t())
         else:
             continue
@@ -117,18 +148,25 @@ def probe_relearn(model: Any, tokenizer: Any, spec: JobSpec, forget: list[Exampl
 
 def probe_quantize(model: Any, probe: QuantizeProbe, evaluate: Callable[[Any], Metrics]) -> dict[str, Any]:
     """Merged unlearned model (and the original, under LoRA) at each bit width."""
-    report: dict[str, Any] = {"method": "fake-quant RTN, symmetric, per output channel"
-                              if probe.group_size is None else f"fake-quant RTN, groups of {probe.group_size}",
+    report: dict[str, Any] = {"method": quantize_description(probe),
                               "original": _original_metrics(model, evaluate), "unlearned": evaluate(model)}
     for bits in probe.bits:
         for which in ("unlearned", "original"):
             clone = merged_copy(model, original=which == "original")
             if clone is None:
                 continue
-            quantize_model_(clone, bits, probe.group_size)
+            quantize_model_(clone, bits, probe.group_size, probe.scheme)
             report[f"{which}_{bits}bit"] = evaluate(clone)
             del clone
     return report
+
+
+def quantize_description(probe: QuantizeProbe) -> str:
+    rtn = ("fake-quant RTN, symmetric, per output channel" if probe.group_size is None
+           else f"fake-quant RTN, groups of {probe.group_size}")
+    if probe.scheme == "nf4":
+        return f"4-bit: NF4 codebook, absmax blocks of {probe.group_size or NF4_BLOCK}; 8-bit: {rtn}"
+    return rtn
 
 
 def load_templates(probe: RephraseProbe) -> list[dict[str, str]]:

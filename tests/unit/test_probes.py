@@ -15,6 +15,7 @@ from lethe.core.models import attach_lora, load_model
 from lethe.core.options import RelearnProbe, RephraseProbe
 from lethe.core.probes import (
     fake_quantize_,
+    nf4_quantize_,
     load_templates,
     merged_copy,
     probe_relearn,
@@ -50,6 +51,26 @@ def test_8bit_error_is_below_half_a_step():
     fake_quantize_(weight, bits=8, group_size=None)
     step = original.abs().amax(dim=1, keepdim=True) / 127
     assert ((weight - original).abs() <= step / 2 + 1e-7).all()
+
+
+def test_nf4_by_hand():
+    """Blocks of 4 (absmax a): (1, -0.5, 0.1, 0) has a = 1 and rounds to the nearest NF4 levels
+    (1, -0.5251, 0.0796, 0); (2, 1, -2, 0.3) has a = 2: 1/2 = 0.5 is nearer 0.4407 than 0.5626 and
+    0.15 nearest 0.1609, so (2, 0.8814, -2, 0.3219); the tail (0.5, 0.25) is its own block: a = 0.5."""
+    weight = torch.tensor([[1.0, -0.5, 0.1, 0.0, 2.0], [1.0, -2.0, 0.3, 0.5, 0.25]])
+    nf4_quantize_(weight, block_size=4)
+    expected = torch.tensor([[1.0, -0.5250730514526367, 0.07958029955625534, 0.0, 2.0],
+                             [2 * 0.44070982933044434, -2.0, 2 * 0.16093020141124725, 0.5,
+                              0.5 * 0.44070982933044434]])
+    torch.testing.assert_close(weight, expected)
+
+
+def test_quantize_model_nf4_leaves_at_most_16_levels_per_block():
+    model, _ = load_model(ModelSpec(name="tiny-llama", device="cpu"))
+    assert quantize_model_(model, bits=4, group_size=None, scheme="nf4") == 14
+    weight = model.model.layers[0].self_attn.q_proj.weight.reshape(-1, 64)
+    for block in weight[:8]:
+        assert len(torch.unique(block / block.abs().max())) <= 16
 
 
 def test_quantize_model_touches_only_the_decoder_layers_linear_weights():
