@@ -25,7 +25,7 @@ from .evaluation import EvalSets, build_judge, compare, evaluate, generate, load
 from .evaluation.scores import is_degenerate, is_refusal
 from .fingerprint import MODEL_CARD, model_card
 from .methods import finetune_terms, terms_for
-from .models import Reference, attach_lora, load_model
+from .models import Reference, attach_lora, load_model, trainable_state
 from .spec import JobSpec
 from .train import RunHooks, Stage, StageData, run_stage
 from .unlearning import extend_metrics, probes_report, selection_for, unlearn_data
@@ -164,7 +164,10 @@ def _run(spec: JobSpec, out: Path, hooks: RunHooks) -> RunSummary:
     before = _evaluate_stage("before", model, tokenizer, spec, judge, sets, forget, out, None)
     _check_cancel(hooks)
     _stage(hooks, "unlearn")
-    reference = Reference(model) if any(t.needs_reference for t in terms_for(spec.unlearn)) else None
+    # the model as unlearning finds it: after a fine-tuning stage under LoRA that is not the
+    # adapter-disabled (base) model, so the reference and the probes' "original" get its weights
+    start = trainable_state(model) if spec.finetune is not None and spec.lora is not None else None
+    reference = Reference(model, start) if any(t.needs_reference for t in terms_for(spec.unlearn)) else None
     stage = _make_stage(spec, "unlearn", terms_for(spec.unlearn), unlearn_data(spec, forget, normal),
                         spec.unlearn.train, out)
     stage.selection = selection_for(spec, tokenizer, judge, sets, forget, normal, stage.checkpoint_dir)
@@ -176,7 +179,7 @@ def _run(spec: JobSpec, out: Path, hooks: RunHooks) -> RunSummary:
     probes = None
     if spec.probes is not None:
         _stage(hooks, "probes")
-        probes = probes_report(spec, model, tokenizer, judge, sets, forget, normal, out)
+        probes = probes_report(spec, model, tokenizer, judge, sets, forget, normal, out, start)
     metrics = runfolder.write_metrics(out, before, after, compare(before["metrics"], after["metrics"]),
                                       judge_report(judge, spec), result)
     metrics = extend_metrics(out, metrics, selection=result.selection, probes=probes)

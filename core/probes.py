@@ -28,7 +28,7 @@ from .data import Example, read_rows
 from .evaluation import EvalSets, Judge, generate
 from .hidden import decoder_layers
 from .methods import finetune_terms
-from .models import is_peft, trainable_state
+from .models import is_peft, original_weights, trainable_state
 from .options import Objective, ProbesSpec, QuantizeProbe, RelearnProbe, RephraseProbe
 from .rows import StageData
 from .selection import Metrics, light_evaluator
@@ -36,6 +36,7 @@ from .spec import JobSpec
 from .train import Stage, run_stage
 
 log = logging.getLogger(__name__)
+Weights = dict[str, torch.Tensor]
 
 
 def retained(original: Metrics, unlearned: Metrics, probed: Metrics, objective: Objective) -> float | None:
@@ -109,31 +110,39 @@ def quantize_model_(model: Any, bits: int, group_size: int | None, scheme: str =
     return count
 
 
-def merged_copy(model: Any, original: bool = False) -> Any | None:
-    """A standalone copy: the adapter merged in (or removed, for the original). None when the
-    original is asked for under full fine-tuning: its weights are gone."""
+def merged_copy(model: Any, original: bool = False, start: Weights | None = None) -> Any | None:
+    """A standalone copy: the adapter merged in, or for the original the adapter removed (or, after
+    an earlier training stage, its `start` weights merged). None when the original is asked for
+    under full fine-tuning: its weights are gone."""
     clone = copy.deepcopy(model)
-    if is_peft(clone):
-        return (clone.unload() if original else clone.merge_and_unload()).eval()
-    return None if original else clone.eval()
+    if not is_peft(clone):
+        return None if original else clone.eval()
+    if original and start is None:
+        return clone.unload().eval()
+    if original:
+        with original_weights(clone, start):
+            return clone.merge_and_unload().eval()
+    return clone.merge_and_unload().eval()
 
 
-def _original_metrics(model: Any, evaluate: Callable[[Any], Metrics]) -> Metrics:
+def _original_metrics(model: Any, evaluate: Callable[[Any], Metrics], start: Weights | None) -> Metrics:
+    """The metrics of the model as unlearning found it ({} under full fine-tuning)."""
     if is_peft(model):
-        with model.disable_adapter():
+        with original_weights(model, start):
             return evaluate(model)
     return {}
 
 
 def probe_relearn(model: Any, tokenizer: Any, spec: JobSpec, forget: list[Example], probe: RelearnProbe,
-                  make_eval: Callable[[list[Example]], Callable[[Any], Metrics]]) -> dict[str, Any]:
+                  make_eval: Callable[[list[Example]], Callable[[Any], Metrics]],
+                  start: Weights | None = None) -> dict[str, Any]:
     """Fine-tune on the first `fraction` of the forget set, measure on the rest, undo the steps."""
     k = max(1, min(len(forget) - 1, round(len(forget) * probe.fraction)))
     learn, rest = forget[:k], forget[k:]
     evaluate = make_eval(rest)
     report: dict[str, Any] = {"relearned_examples": len(learn), "measured_examples": len(rest),
                               "steps": probe.steps, "lr": probe.lr,
-                              "original": _original_metrics(model, evaluate), "unlearned": evaluate(model)}
+                              "original": _original_metrics(model, evaluate, start), "unlearned": evaluate(model)}
     saved = trainable_state(model)
     train = TrainConfig(lr=probe.lr, steps=probe.steps, batch_size=probe.batch_size, max_grad_norm=1.0)
     run_stage(model, tokenizer, Stage("relearn", finetune_terms(), StageData(forget=learn), train,
@@ -146,13 +155,14 @@ def probe_relearn(model: Any, tokenizer: Any, spec: JobSpec, forget: list[Exampl
     return report
 
 
-def probe_quantize(model: Any, probe: QuantizeProbe, evaluate: Callable[[Any], Metrics]) -> dict[str, Any]:
+def probe_quantize(model: Any, probe: QuantizeProbe, evaluate: Callable[[Any], Metrics],
+                   start: Weights | None = None) -> dict[str, Any]:
     """Merged unlearned model (and the original, under LoRA) at each bit width."""
     report: dict[str, Any] = {"method": quantize_description(probe),
-                              "original": _original_metrics(model, evaluate), "unlearned": evaluate(model)}
+                              "original": _original_metrics(model, evaluate, start), "unlearned": evaluate(model)}
     for bits in probe.bits:
         for which in ("unlearned", "original"):
-            clone = merged_copy(model, original=which == "original")
+            clone = merged_copy(model, original=which == "original", start=start)
             if clone is None:
                 continue
             quantize_model_(clone, bits, probe.group_size, probe.scheme)
@@ -195,21 +205,24 @@ def _harmful_rates(model: Any, tokenizer: Any, spec: JobSpec, judge: Judge, prom
 
 
 def probe_rephrase(model: Any, tokenizer: Any, spec: JobSpec, judge: Judge, prompts: list[Example],
-                   probe: RephraseProbe) -> dict[str, Any]:
+                   probe: RephraseProbe, start: Weights | None = None) -> dict[str, Any]:
     """Harmful rate of the wrapped prompts, per template kind, original vs unlearned."""
     templates = load_templates(probe)
     prompts = prompts[: probe.max_prompts]
     report: dict[str, Any] = {"templates": len(templates), "prompts": len(prompts)}
     if is_peft(model):
-        with model.disable_adapter():
+        with original_weights(model, start):
             report["original"] = _harmful_rates(model, tokenizer, spec, judge, prompts, templates)
     report["probed"] = _harmful_rates(model, tokenizer, spec, judge, prompts, templates)
     return report
 
 
 def run_probes(model: Any, tokenizer: Any, spec: JobSpec, judge: Judge | None, sets: EvalSets,
-               forget: list[Example], normal: list[Example], objective: Objective) -> dict[str, Any]:
-    """Every probe `spec.probes` enables; each entry holds its metrics and `retained`."""
+               forget: list[Example], normal: list[Example], objective: Objective,
+               start: Weights | None = None) -> dict[str, Any]:
+    """Every probe `spec.probes` enables; each entry holds its metrics and `retained`. `start`: the
+    adapter weights unlearning began from, when an earlier stage trained them (else the original
+    is the adapter-disabled model)."""
     probes: ProbesSpec = spec.probes  # type: ignore[assignment]
     n = probes.max_examples
 
@@ -219,11 +232,12 @@ def run_probes(model: Any, tokenizer: Any, spec: JobSpec, judge: Judge | None, s
 
     report: dict[str, Any] = {"objective": objective}
     if probes.relearn is not None and len(forget) >= 2:
-        report["relearn"] = probe_relearn(model, tokenizer, spec, forget, probes.relearn, make_eval)
+        report["relearn"] = probe_relearn(model, tokenizer, spec, forget, probes.relearn, make_eval, start)
     if probes.quantize is not None:
-        report["quantize"] = probe_quantize(model, probes.quantize, make_eval(forget))
+        report["quantize"] = probe_quantize(model, probes.quantize, make_eval(forget), start)
     if probes.rephrase is not None and judge is not None and sets.harmful_prompts:
-        report["rephrase"] = probe_rephrase(model, tokenizer, spec, judge, sets.harmful_prompts, probes.rephrase)
+        report["rephrase"] = probe_rephrase(model, tokenizer, spec, judge, sets.harmful_prompts, probes.rephrase,
+                                            start)
     report["summary"] = summarise(report, objective)
     return report
 

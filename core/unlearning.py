@@ -59,14 +59,16 @@ def _load(ref: Any) -> list[Example]:
 
 
 def probes_report(spec: JobSpec, model: Any, tokenizer: Any, judge: Judge | None, sets: EvalSets,
-                  forget: list[Example], normal: list[Example], out: Path) -> dict[str, Any] | None:
+                  forget: list[Example], normal: list[Example], out: Path,
+                  start: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Run the spec's robustness probes once; kept in the run folder, read back when resuming."""
     if spec.probes is None:
         return None
     cached = out / PROBES_FILE
     if cached.exists():
         return json.loads(cached.read_text(encoding="utf-8"))
-    report = run_probes(model, tokenizer, spec, judge, sets, forget, normal, objective_of(spec.criterion, spec.eval))
+    report = run_probes(model, tokenizer, spec, judge, sets, forget, normal,
+                        objective_of(spec.criterion, spec.eval), start)
     runfolder.write_json(cached, report)
     log.info("probes: %s", report["summary"])
     return report

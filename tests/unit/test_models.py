@@ -7,7 +7,7 @@ import torch
 
 from lethe.core.config import DEFAULT_TEMPLATE, GenerationConfig, LoraSpec, ModelSpec
 from lethe.core.models import (ModelError, Reference, attach_lora, build_tiny, check_model_reference,
-                               is_peft, load_model, lora_targets)
+                               is_peft, load_model, lora_targets, original_weights, trainable_state)
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-opt", "tiny-gpt2"])
@@ -73,6 +73,48 @@ def test_full_finetuning_reference_is_a_frozen_copy():
 def test_lora_reference_holds_no_second_copy():
     model = attach_lora(build_tiny("tiny-llama")[0], LoraSpec(rank=2))
     assert Reference(model)._frozen is None
+
+
+def _nudge_(model, seed: int) -> None:
+    """Move every trainable weight a little (standing in for a training stage)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn(p.shape, generator=generator))
+
+
+def test_after_an_earlier_stage_the_reference_is_the_model_unlearning_started_from():
+    # the copyright case: a LoRA fine-tune, then unlearning; disabling the adapter would compare
+    # with the base model, which never saw the text, instead of the model that must forget it
+    model = attach_lora(build_tiny("tiny-llama")[0], LoraSpec(rank=2, dropout=0.0))
+    ids = torch.tensor([[5, 9, 14, 20, 7, 3]])
+    mask = torch.ones_like(ids)
+    _nudge_(model, 0)  # "fine-tuned"
+    start = trainable_state(model)
+    with torch.no_grad():
+        started_from = model(input_ids=ids, attention_mask=mask).logits
+        with model.disable_adapter():
+            base = model(input_ids=ids, attention_mask=mask).logits
+    reference = Reference(model, start)
+    _nudge_(model, 1)  # "unlearning" steps
+    loss = model(input_ids=ids, attention_mask=mask).logits.sum()  # a step's graph is alive
+    torch.testing.assert_close(reference.logits(ids, mask), started_from)
+    assert not torch.allclose(reference.logits(ids, mask), base)
+    loss.backward()  # the reference forward changed no tensor the graph saved
+    torch.testing.assert_close(Reference(model).logits(ids, mask), base)  # no earlier stage: adapter off
+
+
+def test_original_weights_swaps_the_start_in_and_the_trained_weights_back():
+    model = attach_lora(build_tiny("tiny-llama")[0], LoraSpec(rank=2, dropout=0.0))
+    _nudge_(model, 0)
+    start = trainable_state(model)
+    _nudge_(model, 1)
+    trained = trainable_state(model)
+    params = dict(model.named_parameters())
+    with original_weights(model, start):
+        assert all(torch.equal(params[n], v) for n, v in start.items())
+    assert all(torch.equal(params[n], v) for n, v in trained.items())
 
 
 @pytest.mark.slow

@@ -141,3 +141,25 @@ def test_answers_written_by_the_model_are_filtered_cached_and_used(tmp_path, mon
             "First you gather the parts, then you assemble them carefully."}
     assert summary.metrics["training"]["steps"] == 2
 
+
+
+def test_after_a_fine_tuning_stage_the_probes_original_is_the_fine_tuned_model(tmp_path):
+    # the copyright case under LoRA: "original" must be the model that learned the text (what
+    # unlearning starts from), not the adapter-disabled base model that never saw it
+    data = yaml.safe_load((ROOT / "examples" / "tiny.yaml").read_text())
+    data["finetune"] = {"data": {"source": "data/tiny_forget.jsonl", "schema": "pairs"},
+                        "train": {"lr": 0.02, "steps": 12, "batch_size": 4}}
+    data["unlearn"] = {"method": "npo", "forget": data["unlearn"]["forget"], "normal": data["unlearn"]["normal"],
+                       "train": {"lr": 0.005, "steps": 2, "batch_size": 2}}
+    data["eval"]["max_examples"] = 8
+    data["probes"] = {"relearn": None, "rephrase": None, "quantize": {"bits": [8]}, "max_examples": 8}
+    spec = parse_spec(data)
+    from lethe.core.spec import absolutise_sources
+
+    absolutise_sources(spec, ROOT / "examples")
+    metrics = run_job(spec, tmp_path / "run").metrics
+    original = metrics["probes"]["quantize"]["original"]["forget_nll"]
+    assert original == pytest.approx(metrics["before"]["forget_nll"], rel=1e-4)
+    tuned = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    tuned = [row["nll"] for row in tuned if row["stage"] == "finetune"]
+    assert tuned[-1] < tuned[0] - 0.2  # the fine-tune moved the model away from the base model

@@ -166,3 +166,27 @@ def test_a_job_reports_every_probe(tmp_path):
     assert set(probes["rephrase"]["probed"]) == {"harmful_rate", "harmful_rate_roleplay", "harmful_rate_language_fr"}
     assert {"relearn", "quantize_8bit", "quantize_4bit", "rephrase"} <= set(probes["summary"])
     assert (tmp_path / "run" / "probes.json").exists()
+
+
+def test_the_merged_original_after_an_earlier_stage_has_the_start_weights():
+    from lethe.core.config import LoraSpec
+    from lethe.core.models import attach_lora, original_weights, trainable_state
+    from lethe.core.probes import merged_copy
+
+    model = attach_lora(load_model(ModelSpec(name="tiny-llama", device="cpu"))[0], LoraSpec(rank=2, dropout=0.0))
+    ids = torch.tensor([[4, 8, 15, 16, 23, 42]])
+    for seed in (0, 1):  # a fine-tuning stage, then unlearning
+        if seed == 1:
+            start = trainable_state(model)
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(seed)))
+    trained = trainable_state(model)
+    with torch.no_grad(), original_weights(model, start):
+        expected = model(input_ids=ids).logits
+    with torch.no_grad():
+        torch.testing.assert_close(merged_copy(model, original=True, start=start)(input_ids=ids).logits, expected)
+    params = dict(model.named_parameters())
+    assert all(torch.equal(params[n], v) for n, v in trained.items())  # the probe changed nothing
+
