@@ -139,7 +139,7 @@ def _num(value: Any) -> str:
 def row(method: str, folder: Path, command: str) -> str:
     """One table line from a run folder (or the reason it has none)."""
     if not (folder / "metrics.json").exists():
-        return f"| {method} | did not finish (see {folder}/run.log) |" + " |" * 11 + f" `{command}` |"
+        return f"| {method} | did not finish (see {folder}/run.log) |" + " |" * 13 + f" `{command}` |"
     metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     timing = json.loads((folder / "timing.json").read_text()) if (folder / "timing.json").exists() else {}
     before, after = metrics["before"], metrics["after"]
@@ -147,8 +147,12 @@ def row(method: str, folder: Path, command: str) -> str:
     change = (after[key] - before[key]) / before[key] if before.get(key) else None
     ppl = after["normal_ppl"] / before["normal_ppl"] - 1 if "normal_ppl" in after else None
     summary = _get(metrics, "probes", "summary") or {}
+    probe_set = _get(metrics, "probes", "quantize") or {}  # the probes' own (smaller) evaluation set
+    baseline = (f"{_num(_get(probe_set, 'original', key))} → {_num(_get(probe_set, 'unlearned', key))}"
+                if probe_set else "-")
     cells = [method, f"{_num(before.get(key))} → {_num(after.get(key))} ({_pct(change)})", _pct(ppl),
-             _num(after.get("over_refusal")), _num(after.get("mc1")),
+             _num(after.get("over_refusal")), _num(after.get("benign_similarity")), _num(after.get("mc1")),
+             baseline,
              _num(_get(summary, "relearn", key)), _num(_get(summary, "relearn", "retained")),
              _num(_get(summary, "quantize_8bit", key)), _num(_get(summary, "quantize_4bit", key)),
              _num(_get(summary, "quantize_4bit", "retained")), _num(_get(summary, "rephrase", "harmful_rate")),
@@ -156,9 +160,9 @@ def row(method: str, folder: Path, command: str) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-HEADER = ("| method | harmful rate / BLEU leakage | normal ppl | over-refusal | MC1 | relearn | relearn "
-          "retained | 8-bit | 4-bit | 4-bit retained | rephrased harmful rate | s/step | peak RSS GB | "
-          "command |\n|" + "---|" * 14)
+HEADER = ("| method | harmful rate / BLEU leakage | normal ppl | over-refusal | benign similarity | MC1 | "
+          "probe set: original → unlearned | relearned | relearn retained | 8-bit | 4-bit | 4-bit retained | "
+          "rephrased harmful rate | s/step | peak RSS GB | command |\n|" + "---|" * 16)
 
 
 def write_results(results: Path, spec_path: Path, table: str) -> None:
@@ -187,6 +191,7 @@ def main() -> None:
     parser.add_argument("--probe-examples", type=int, help="probes.max_examples (default: 32)")
     parser.add_argument("--rephrase-prompts", type=int, help="probes.rephrase.max_prompts (default: 16)")
     parser.add_argument("--results", help="also write the table into this markdown file (docs/results.md)")
+    parser.add_argument("--table-only", action="store_true", help="run nothing: the table of the runs in OUT")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -200,10 +205,11 @@ def main() -> None:
                             "--methods", method, *mine, *switches])
         child = [sys.executable, __file__, "--one", method, "--spec", args.spec, "--out", args.out,
                  *[x for s in args.set for x in ("--set", s)], *switches]
-        share_preamble(Path(args.out), method)
-        done = subprocess.run(child, cwd=ROOT, check=False)  # a failed run keeps its row
-        if done.returncode != 0:
-            print(f"{method}: exit code {done.returncode}; its row says so", file=sys.stderr)
+        if not args.table_only:
+            share_preamble(Path(args.out), method)
+            done = subprocess.run(child, cwd=ROOT, check=False)  # a failed run keeps its row
+            if done.returncode != 0:
+                print(f"{method}: exit code {done.returncode}; its row says so", file=sys.stderr)
         lines.append(row(method, Path(args.out) / method, command))
     table = "\n".join(lines)
     Path(args.out).mkdir(parents=True, exist_ok=True)
