@@ -129,17 +129,21 @@ def _get(metrics: dict[str, Any], *path: str) -> Any:
 
 
 def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:+.0%}"
+    if value is None:
+        return "-"
+    return f"×{1 + value:.3g}" if value > 9 else f"{value:+.0%}"  # a collapse reads better as a factor
 
 
 def _num(value: Any) -> str:
-    return "-" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
+    if not isinstance(value, float):
+        return "-" if value is None else str(value)
+    return f"{value:.0f}" if 100 <= abs(value) < 1e6 else f"{value:.3g}"
 
 
 def row(method: str, folder: Path, command: str) -> str:
     """One table line from a run folder (or the reason it has none)."""
     if not (folder / "metrics.json").exists():
-        return f"| {method} | did not finish (see {folder}/run.log) |" + " |" * 13 + f" `{command}` |"
+        return f"| {method} | did not finish (see {folder}/run.log) |" + " |" * 14 + f" `{command}` |"
     metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     timing = json.loads((folder / "timing.json").read_text()) if (folder / "timing.json").exists() else {}
     before, after = metrics["before"], metrics["after"]
@@ -150,8 +154,11 @@ def row(method: str, folder: Path, command: str) -> str:
     probe_set = _get(metrics, "probes", "quantize") or {}  # the probes' own (smaller) evaluation set
     baseline = (f"{_num(_get(probe_set, 'original', key))} → {_num(_get(probe_set, 'unlearned', key))}"
                 if probe_set else "-")
-    cells = [method, f"{_num(before.get(key))} → {_num(after.get(key))} ({_pct(change)})", _pct(ppl),
+    ppl_cell = (f"{_num(before['normal_ppl'])} → {_num(after['normal_ppl'])} ({_pct(ppl)})"
+                if ppl is not None else "-")
+    cells = [method, f"{_num(before.get(key))} → {_num(after.get(key))} ({_pct(change)})", ppl_cell,
              _num(after.get("over_refusal")), _num(after.get("benign_similarity")), _num(after.get("mc1")),
+             _num(after.get("bleu_retain")),
              baseline,
              _num(_get(summary, "relearn", key)), _num(_get(summary, "relearn", "retained")),
              _num(_get(summary, "quantize_8bit", key)), _num(_get(summary, "quantize_4bit", key)),
@@ -161,8 +168,8 @@ def row(method: str, folder: Path, command: str) -> str:
 
 
 HEADER = ("| method | harmful rate / BLEU leakage | normal ppl | over-refusal | benign similarity | MC1 | "
-          "probe set: original → unlearned | relearned | relearn retained | 8-bit | 4-bit | 4-bit retained | "
-          "rephrased harmful rate | s/step | peak RSS GB | command |\n|" + "---|" * 16)
+          "BLEU other book | probe set: original → unlearned | relearned | relearn retained | 8-bit | 4-bit | "
+          "4-bit retained | rephrased harmful rate | s/step | peak RSS GB | command |\n|" + "---|" * 17)
 
 
 def write_results(results: Path, spec_path: Path, table: str) -> None:
