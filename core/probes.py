@@ -39,13 +39,19 @@ log = logging.getLogger(__name__)
 Weights = dict[str, torch.Tensor]
 
 
+# Below this share of the original value, unlearning moved the objective too little for a share
+# of that move to mean anything (a probe set's noise, not a retained effect): no ratio is given.
+MIN_GAIN_FOR_RATIO = 0.05
+
+
 def retained(original: Metrics, unlearned: Metrics, probed: Metrics, objective: Objective) -> float | None:
     """(original - probed) / (original - unlearned): direction-free, as numerator and denominator
-    change sign together for objectives where higher is better."""
+    change sign together for objectives where higher is better. None when unlearning moved the
+    objective by less than MIN_GAIN_FOR_RATIO of its original value."""
     if objective not in original or objective not in unlearned or objective not in probed:
         return None
     gained = original[objective] - unlearned[objective]
-    if gained == 0:
+    if gained == 0 or abs(gained) < MIN_GAIN_FOR_RATIO * abs(original[objective]):
         return None
     return (original[objective] - probed[objective]) / gained
 

@@ -140,6 +140,14 @@ def _num(value: Any) -> str:
     return f"{value:.0f}" if 100 <= abs(value) < 1e6 else f"{value:.3g}"
 
 
+def _quantized(probe_set: dict[str, Any], summary: dict[str, Any], bits: int, key: str) -> str:
+    """The unlearned model's objective at `bits`, next to the original's at the same bits: rounding
+    alone can break what a small model memorised, so the unlearned value means little without it."""
+    unlearned = _num(_get(summary, f"quantize_{bits}bit", key))
+    original = _get(probe_set, f"original_{bits}bit", key)
+    return unlearned if original is None else f"{unlearned} (orig. {_num(original)})"
+
+
 def row(method: str, folder: Path, command: str) -> str:
     """One table line from a run folder (or the reason it has none)."""
     if not (folder / "metrics.json").exists():
@@ -161,14 +169,15 @@ def row(method: str, folder: Path, command: str) -> str:
              _num(after.get("bleu_retain")),
              baseline,
              _num(_get(summary, "relearn", key)), _num(_get(summary, "relearn", "retained")),
-             _num(_get(summary, "quantize_8bit", key)), _num(_get(summary, "quantize_4bit", key)),
+             _quantized(probe_set, summary, 8, key), _quantized(probe_set, summary, 4, key),
              _num(_get(summary, "quantize_4bit", "retained")), _num(_get(summary, "rephrase", "harmful_rate")),
              _num(timing.get("s_per_step")), _num(timing.get("peak_rss_gb")), f"`{command}`"]
     return "| " + " | ".join(cells) + " |"
 
 
 HEADER = ("| method | harmful rate / BLEU leakage | normal ppl | over-refusal | benign similarity | MC1 | "
-          "BLEU other book | probe set: original → unlearned | relearned | relearn retained | 8-bit | 4-bit | "
+          "BLEU other book | probe set: original → unlearned | relearned | relearn retained | 8-bit (orig.) | "
+          "4-bit (orig.) | "
           "4-bit retained | rephrased harmful rate | s/step | peak RSS GB | command |\n|" + "---|" * 17)
 
 

@@ -44,7 +44,9 @@ class IdkStage(UnlearnCommon):
 
     method: Literal["idk"] = "idk"
     forget_weight: float = Field(1.0, ge=0, description="weight of the refusal-answer NLL")
-    retain_weight: float = Field(1.0, ge=0, description="weight of the retain NLL")
+    retain_weight: float = Field(1.0, ge=0, description="weight of the retain term")
+    retain_loss: RetainKind = Field("nll", description="nll: TOFU's retain NLL; kl: forward KL to the original "
+                                                       "on the normal rows (needs the reference)")
     refusals: DatasetRef = Field(default_factory=default_refusals,
                                  description="refusal answers, one drawn per forget prompt and step")
     reduction: Reduction = "mean"
@@ -76,7 +78,7 @@ def simnpo_terms(p: SimNpoStage) -> list[Term]:
 
 
 def idk_terms(p: IdkStage) -> list[Term]:
-    return [Term("idk", "idk", p.forget_weight, nll(p.reduction)), retain("nll", p.retain_weight, p.reduction)]
+    return [Term("idk", "idk", p.forget_weight, nll(p.reduction)), retain(p.retain_loss, p.retain_weight, p.reduction)]
 
 
 def idk_dpo_terms(p: IdkDpoStage) -> list[Term]:

@@ -193,6 +193,25 @@ def test_cached_reference_gives_the_same_loss_and_gradient_as_live(name, lora):
                 torch.testing.assert_close(cache_grads[pname], grad, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["npo", "idk"])
+def test_the_kl_retain_variant_reads_the_reference_and_caches_it(name):
+    """`retain_loss: kl` swaps the retain NLL for the forward KL to the original on normal rows."""
+    ref = {"source": "unused.jsonl"}
+    method = METHODS[name].stage(forget=ref, normal=ref, retain_loss="kl",
+                                 train={"lr": 5e-3, "steps": 2, "batch_size": 2})
+    terms = terms_for(method)
+    assert [(t.name, t.reference) for t in terms if t.rows == "normal"] == [("normal_kl", "logits")]
+    model, tok = fresh_model()
+    stage = stage_of(method)
+    live = optimizer_step(model, tok, Reference(model), stage, 0)
+    assert live["normal_kl"] == pytest.approx(0.0, abs=1e-6)  # an untrained adapter is the original
+    cached = prepare_reference(model, tok, stage_of(method.model_copy(update={
+        "train": method.train.model_copy(update={"cache_reference": True})})), Reference(model), total=2)
+    model.zero_grad()
+    assert optimizer_step(model, tok, cached, stage, 1) == pytest.approx(
+        optimizer_step(model, tok, Reference(model), stage, 1), rel=1e-5, abs=1e-6)
+
+
 def test_a_cached_step_runs_no_reference_forward():
     model, tok = fresh_model()
     method = method_stage("yao", cache_reference=True)

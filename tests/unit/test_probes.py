@@ -139,6 +139,13 @@ def test_retained_share_by_hand():
     assert retained({"forget_nll": 2}, {"forget_nll": 2}, {"forget_nll": 5}, "forget_nll") is None
 
 
+def test_no_retained_share_of_a_change_within_noise():
+    """BLEU 91.3 → 91.1 (0.2 % of the original) then 3.85 after 4-bit: a 'retained' of 437 says
+    nothing, so none is given; 91.3 → 80 (12 %) is a real change and gets its ratio."""
+    assert retained({"bleu": 91.3}, {"bleu": 91.1}, {"bleu": 3.85}, "bleu") is None
+    assert retained({"bleu": 91.3}, {"bleu": 80.0}, {"bleu": 85.65}, "bleu") == pytest.approx(0.5)
+
+
 def test_shipped_rephrasings_cover_the_kinds_the_issue_names():
     rows = read_rows(RephraseProbe().templates)
     assert len(rows) >= 12 and all("{prompt}" in r["template"] for r in rows)
