@@ -69,6 +69,10 @@ class SelectSpec(StrictModel):
         None, description="validation benign prompts (over-refusal); default: the normal set's prompts")
     normal: DatasetRef | None = Field(
         None, description="validation normal pairs (perplexity); default: the unlearning normal set")
+    holdout: float = Field(
+        0.0, ge=0, lt=1, description="share of the forget and normal examples kept out of unlearning "
+        "(a seeded draw) to stand in for the validation sets not named above; 0: validate on training "
+        "data. Leave 0 for copyright: every forget passage must be unlearned")
 
 
 class RelearnProbe(StrictModel):

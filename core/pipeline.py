@@ -28,7 +28,7 @@ from .methods import finetune_terms, terms_for
 from .models import Reference, attach_lora, load_model, trainable_state
 from .spec import JobSpec
 from .train import RunHooks, Stage, StageData, run_stage
-from .unlearning import extend_metrics, probes_report, selection_for, unlearn_data
+from .unlearning import extend_metrics, probes_report, selection_for, split_for_selection, unlearn_data
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +168,10 @@ def _run(spec: JobSpec, out: Path, hooks: RunHooks) -> RunSummary:
     # adapter-disabled (base) model, so the reference and the probes' "original" get its weights
     start = trainable_state(model) if spec.finetune is not None and spec.lora is not None else None
     reference = Reference(model, start) if any(t.needs_reference for t in terms_for(spec.unlearn)) else None
-    stage = _make_stage(spec, "unlearn", terms_for(spec.unlearn), unlearn_data(spec, forget, normal),
+    split = split_for_selection(spec, forget, normal)
+    stage = _make_stage(spec, "unlearn", terms_for(spec.unlearn), unlearn_data(spec, split.forget, split.normal),
                         spec.unlearn.train, out)
-    stage.selection = selection_for(spec, tokenizer, judge, sets, forget, normal, stage.checkpoint_dir)
+    stage.selection = selection_for(spec, tokenizer, judge, sets, split, stage.checkpoint_dir)
     result = run_stage(model, tokenizer, stage, hooks, reference)
     runfolder.save_weights(model, out, spec.lora is not None)
     _stage(hooks, "eval_after")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +31,45 @@ def unlearn_data(spec: JobSpec, forget: list[Example], normal: list[Example]) ->
                      random_answers=getattr(spec.unlearn, "random_answers", 1))
 
 
-def selection_for(spec: JobSpec, tokenizer: Any, judge: Judge | None, sets: EvalSets, forget: list[Example],
-                  normal: list[Example], folder: Path | None) -> Selection | None:
+@dataclass(frozen=True)
+class Split:
+    """The unlearning stage's forget and normal examples, and those `select.holdout` kept out of it."""
+
+    forget: list[Example]
+    normal: list[Example]
+    held_forget: list[Example]
+    held_normal: list[Example]
+
+
+def hold_out(examples: list[Example], share: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """(kept, held out): a seeded draw of round(share·n) examples, at least one of each when share
+    > 0 and n ≥ 2; both keep the input order (a pure function of the seed: resumes draw the same)."""
+    if share <= 0 or len(examples) < 2:
+        return examples, []
+    count = min(len(examples) - 1, max(1, round(len(examples) * share)))
+    held = set(random.Random(seed).sample(range(len(examples)), count))
+    return ([e for i, e in enumerate(examples) if i not in held],
+            [e for i, e in enumerate(examples) if i in held])
+
+
+def split_for_selection(spec: JobSpec, forget: list[Example], normal: list[Example]) -> Split:
+    """Hold out `select.holdout` of the forget and normal examples when the job selects a checkpoint."""
+    share = spec.select.holdout if spec.select is not None else 0.0
+    kept_forget, held_forget = hold_out(forget, share, spec.seed)
+    kept_normal, held_normal = hold_out(normal, share, spec.seed + 1)
+    if held_forget or held_normal:
+        log.info("select.holdout: %d forget and %d normal examples kept out of unlearning for validation",
+                 len(held_forget), len(held_normal))
+    return Split(kept_forget, kept_normal, held_forget, held_normal)
+
+
+def selection_for(spec: JobSpec, tokenizer: Any, judge: Judge | None, sets: EvalSets, split: Split,
+                  folder: Path | None) -> Selection | None:
     """The spec's evaluation during training (`select`), or None."""
     if spec.select is None:
         return None
     objective = objective_of(spec.criterion, spec.eval)
+    forget, normal = split.held_forget or split.forget, split.held_normal or split.normal
     validation = validation_sets(spec.select, sets, forget, normal)
     evaluate = light_evaluator(tokenizer, spec.eval, spec.format, judge, validation, forget, normal,
                                spec.select.probe_examples, objective, spec.criterion)
@@ -42,7 +77,8 @@ def selection_for(spec: JobSpec, tokenizer: Any, judge: Judge | None, sets: Eval
 
 
 def validation_sets(chosen: SelectSpec, sets: EvalSets, forget: list[Example], normal: list[Example]) -> EvalSets:
-    """What evaluation during training reads: the `select` section's sets, else training data.
+    """What evaluation during training reads: the `select` section's sets, else `forget`/`normal`
+    (the held-out part of the training data under `select.holdout`, else the training data).
 
     The eval sets' harmful and benign prompts and normal pairs are the job's test set, so they
     are never read before the final evaluation. The copyright objective keeps the eval passages:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import yaml
+import lethe.core.selection as selection_module
 from lethe.core.config import LoraSpec, ModelSpec, PromptFormat
 from lethe.core.data import Example
 from lethe.core.methods import YaoStage, terms_for
@@ -22,7 +24,10 @@ from lethe.core.selection import (
     meets,
     stalled,
 )
+from lethe.core.evaluation import EvalSets
+from lethe.core.spec import absolutise_sources, parse_spec
 from lethe.core.train import Cancelled, RunHooks, Stage, StageData, run_stage
+from lethe.core.unlearning import hold_out, selection_for, split_for_selection
 
 ROOT = Path(__file__).resolve().parents[2]
 CRITERION = Criterion(objective="harmful_rate", max_normal_ppl_increase=0.10)
@@ -179,13 +184,6 @@ def test_a_run_that_got_worse_does_not_meet_the_criterion():
 
 def _seen_by_selection(monkeypatch, select: dict) -> dict[str, list[str]]:
     """Which prompts and pairs one evaluation during training reads, given the spec's `select`."""
-    from types import SimpleNamespace
-
-    import lethe.core.selection as selection_module
-    from lethe.core.evaluation import EvalSets
-    from lethe.core.spec import absolutise_sources, parse_spec
-    from lethe.core.unlearning import selection_for
-
     data = yaml.safe_load((ROOT / "examples" / "tiny.yaml").read_text())
     data["select"] = select
     data["criterion"] = {"objective": "harmful_rate", "max_over_refusal": 0.5}
@@ -203,7 +201,7 @@ def _seen_by_selection(monkeypatch, select: dict) -> dict[str, list[str]]:
     monkeypatch.setattr(selection_module, "evaluate", spy)
     forget = [Example("f", "TRAIN forget", "x")]
     normal = [Example("n", "TRAIN normal", "y")]
-    selection_for(spec, None, object(), test_sets, forget, normal, None).evaluate(None)
+    selection_for(spec, None, object(), test_sets, split_for_selection(spec, forget, normal), None).evaluate(None)
     return seen
 
 
@@ -221,3 +219,37 @@ def test_evaluation_during_training_reads_the_validation_sets_it_is_given(monkey
         "source": "data/tiny_normal.jsonl", "schema": "pairs"}})
     assert seen["harmful"] == tiny_normal[:16] and seen["normal"] == tiny_normal[:16]
     assert seen["benign"] == ["TRAIN normal"]
+
+
+def test_holdout_keeps_a_seeded_share_out_of_unlearning_for_validation(monkeypatch):
+    """select.holdout 0.25 over 8 forget and 4 normal examples: 2 and 1 held out, disjoint from
+    what unlearning trains on, the same draw every time (a resumed run must draw the same)."""
+    data = yaml.safe_load((ROOT / "examples" / "tiny.yaml").read_text())
+    data["select"] = {"every": 2, "holdout": 0.25}
+    data["criterion"] = {"objective": "harmful_rate", "max_over_refusal": 0.5}
+    spec = parse_spec(data)
+    forget = [Example(f"f{i}", f"forget {i}", "x") for i in range(8)]
+    normal = [Example(f"n{i}", f"normal {i}", "y") for i in range(4)]
+    split = split_for_selection(spec, forget, normal)
+    assert (len(split.forget), len(split.held_forget), len(split.normal), len(split.held_normal)) == (6, 2, 3, 1)
+    assert not {e.id for e in split.forget} & {e.id for e in split.held_forget}
+    assert sorted(split.forget + split.held_forget, key=lambda e: int(e.id[1:])) == forget
+    assert split == split_for_selection(spec, forget, normal)
+    assert split_for_selection(spec.model_copy(update={"seed": 5}), forget, normal) != split
+    seen: dict[str, list[str]] = {}
+
+    def spy(model, tokenizer, spec, fmt, judge, forget, reference_responses, sets):
+        seen.update(harmful=[e.prompt for e in sets.harmful_prompts], benign=[e.prompt for e in sets.benign_prompts],
+                    forget=[e.prompt for e in forget])
+        return SimpleNamespace(metrics={"harmful_rate": 0.0})
+
+    monkeypatch.setattr(selection_module, "evaluate", spy)
+    selection_for(spec, None, object(), EvalSets(), split, None).evaluate(None)
+    held = [e.prompt for e in split.held_forget]
+    assert seen == {"harmful": held, "benign": [e.prompt for e in split.held_normal], "forget": held}
+
+
+def test_no_holdout_trains_on_everything():
+    assert hold_out([Example("a", "p", "r"), Example("b", "q", "s")], 0.0, 0) == (
+        [Example("a", "p", "r"), Example("b", "q", "s")], [])
+    assert hold_out([Example("a", "p", "r")], 0.5, 0) == ([Example("a", "p", "r")], [])
