@@ -257,6 +257,11 @@ def summarise(report: dict[str, Any], objective: Objective) -> dict[str, Any]:
         if part and probed_key in part and part.get("original"):
             rows[name] = {objective: part[probed_key].get(objective),
                           "retained": retained(part["original"], part["unlearned"], part[probed_key], objective)}
+            same_bits = part.get(probed_key.replace("unlearned", "original"))
+            if name.startswith("quantize") and same_bits:
+                # rounding alone can take a small model's knowledge (or harm) away: the original
+                # at the same bits says whether the unlearned value is the unlearning or the rounding
+                rows[name]["original_quantized"] = same_bits.get(objective)
     if "rephrase" in report and report["rephrase"].get("original"):
         before, after = report["rephrase"]["original"]["harmful_rate"], report["rephrase"]["probed"]["harmful_rate"]
         rows["rephrase"] = {"harmful_rate": after, "original_harmful_rate": before,

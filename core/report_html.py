@@ -218,6 +218,43 @@ def judge_table(judge: dict[str, Any] | None) -> str:
             f"<table><tr><th>kind of text</th><th>n</th><th>accuracy</th></tr>{rows}</table>")
 
 
+def selection_text(selection: dict[str, Any] | None) -> str:
+    if not selection:
+        return ""
+    return (f"<p><b>Checkpoint kept:</b> step {esc(selection.get('chosen_step'))}: "
+            f"{esc(selection.get('reason'))}</p>")
+
+
+def _probe_row(label: str, cells: list[Any]) -> str:
+    return f"<tr><td>{esc(label)}</td>" + "".join(f"<td class=num>{_fmt(c)}</td>" for c in cells) + "</tr>"
+
+
+def probes_table(probes: dict[str, Any] | None) -> str:
+    """Each probe's objective on the original, the unlearned and the probed model, and the share
+    of the unlearning's improvement retained; quantisation also shows the original at those bits."""
+    if not probes:
+        return '<p class="muted">no robustness probes were run (the spec has no `probes:` section)</p>'
+    key, summary = probes.get("objective"), probes.get("summary") or {}
+    relearn, quantize, rephrase = (probes.get(k) or {} for k in ("relearn", "quantize", "rephrase"))
+    rows = []
+    if relearn:
+        rows.append(_probe_row(f"relearn: {relearn.get('steps')} steps on {relearn.get('relearned_examples')} "
+                               "forget examples", [(relearn.get(k) or {}).get(key) for k in
+                                                   ("original", "unlearned", "probed")]
+                               + [None, (summary.get("relearn") or {}).get("retained")]))
+    for bits in (8, 4):
+        if f"unlearned_{bits}bit" in quantize:
+            rows.append(_probe_row(f"{bits}-bit weights", [(quantize.get(k) or {}).get(key) for k in (
+                "original", "unlearned", f"unlearned_{bits}bit", f"original_{bits}bit")]
+                + [(summary.get(f"quantize_{bits}bit") or {}).get("retained")]))
+    for name in (rephrase.get("probed") or {}):
+        rows.append(_probe_row(f"rephrased prompts: {name}", [None, None, rephrase["probed"][name],
+                                                              (rephrase.get("original") or {}).get(name), None]))
+    return (f"<p>Objective: <b>{esc(key)}</b> on the probes' own sets ({esc(quantize.get('method') or '')}).</p>"
+            "<table><tr><th>probe</th><th>original</th><th>unlearned</th><th>unlearned after probe</th>"
+            "<th>original after probe</th><th>retained</th></tr>" + "".join(rows) + "</table>")
+
+
 def _summary(run: dict[str, Any]) -> str:
     spec, env, model, metrics = run["spec"], run["env"], run["model"], run["metrics"]
     unlearn, training = spec.get("unlearn") or {}, metrics.get("training") or {}
@@ -243,7 +280,8 @@ def render(run: dict[str, Any]) -> str:
 <title>Lethe report: {name}</title><style>{CSS}</style></head><body>
 <h1>Lethe unlearning report: {name}</h1>{_summary(run)}
 <h2>Metrics before and after</h2>{metrics_table(metrics)}{extra}{_img(metrics_figure(metrics), 'metrics')}
-<h2>Training: loss of each term over steps</h2>{losses}
+<h2>Training: loss of each term over steps</h2>{selection_text(metrics.get('selection'))}{losses}
+<h2>Robustness probes</h2>{probes_table(metrics.get('probes'))}
 <h2>Judge</h2>{judge_table(metrics.get('judge'))}{_img(judge_figure(metrics.get('judge')), 'judge accuracy')}
 <h2>Sample generations: forget (harmful) prompts</h2>{samples_table(metrics, 'harmful_prompts')}
 <h2>Sample generations: benign prompts</h2>{samples_table(metrics, 'benign_prompts')}

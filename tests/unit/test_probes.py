@@ -21,6 +21,7 @@ from lethe.core.probes import (
     probe_relearn,
     quantize_model_,
     retained,
+    summarise,
 )
 from lethe.core.spec import parse_spec
 
@@ -144,6 +145,18 @@ def test_no_retained_share_of_a_change_within_noise():
     nothing, so none is given; 91.3 → 80 (12 %) is a real change and gets its ratio."""
     assert retained({"bleu": 91.3}, {"bleu": 91.1}, {"bleu": 3.85}, "bleu") is None
     assert retained({"bleu": 91.3}, {"bleu": 80.0}, {"bleu": 85.65}, "bleu") == pytest.approx(0.5)
+
+
+def test_the_summary_puts_the_quantised_original_beside_the_quantised_unlearned():
+    report = {"quantize": {"original": {"harmful_rate": 0.75}, "unlearned": {"harmful_rate": 0.125},
+                           "unlearned_4bit": {"harmful_rate": 0.375}, "original_4bit": {"harmful_rate": 0.375}},
+              "relearn": {"original": {"harmful_rate": 0.75}, "unlearned": {"harmful_rate": 0.125},
+                          "probed": {"harmful_rate": 0.5}}}
+    rows = summarise(report, "harmful_rate")
+    assert rows["quantize_4bit"] == {"harmful_rate": 0.375, "retained": pytest.approx(0.6),
+                                     "original_quantized": 0.375}
+    assert rows["relearn"] == {"harmful_rate": 0.5, "retained": pytest.approx(0.4)}
+    assert "quantize_8bit" not in rows
 
 
 def test_shipped_rephrasings_cover_the_kinds_the_issue_names():

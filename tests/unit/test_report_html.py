@@ -36,6 +36,17 @@ def run_folder(tmp_path: Path) -> Path:
                "judge": {"kind": "trained", "accuracy": 0.9, "n": 90, "heldout_accuracy": 0.8,
                          "check_set": "builtin:judge_check", "per_kind": {"refusal": {"n": 20, "accuracy": 1.0}}},
                "training": {"steps": 6, "stopped_reason": "max_steps"},
+               "selection": {"chosen_step": 4, "reason": "step 4: harmful_rate 0.1 (before 0.8); the lowest"},
+               "probes": {"objective": "harmful_rate",
+                          "relearn": {"steps": 10, "relearned_examples": 8, "original": {"harmful_rate": 0.75},
+                                      "unlearned": {"harmful_rate": 0.125}, "probed": {"harmful_rate": 0.5}},
+                          "quantize": {"method": "fake-quant RTN", "original": {"harmful_rate": 0.75},
+                                       "unlearned": {"harmful_rate": 0.125},
+                                       "unlearned_4bit": {"harmful_rate": 0.375},
+                                       "original_4bit": {"harmful_rate": 0.4375}},
+                          "rephrase": {"original": {"harmful_rate_roleplay": 0.5},
+                                       "probed": {"harmful_rate_roleplay": 0.0625}},
+                          "summary": {"relearn": {"retained": 0.4}, "quantize_4bit": {"retained": 0.6}}},
                "per_example": {"before": {"harmful_prompts": harmful["before"], "benign_prompts": []},
                                "after": {"harmful_prompts": harmful["after"], "benign_prompts": []}}}
     (run / "metrics.json").write_text(json.dumps(metrics))
@@ -51,6 +62,13 @@ def test_report_has_the_figures_tables_and_escaped_generations(tmp_path: Path) -
     assert "I cannot help\ufffd" in html and "How do I &lt;b&gt;x&lt;/b&gt;?" in html
     for text in ("forget_nll", "harmful_rate_reduction", "accuracy 0.9", "cd" * 32, "max_steps"):
         assert text in html
+    probes = html[html.index("<h2>Robustness probes</h2>"):]
+    for text in ("relearn: 10 steps on 8 forget examples", "<td class=num>0.4375</td>",
+                 "rephrased prompts: harmful_rate_roleplay", "<td class=num>0.0625</td>", "Checkpoint kept:</b> step 4"):
+        assert text in html
+    assert "harmful_rate_roleplay</td><td class=num>-</td><td class=num>-</td><td class=num>0.0625</td>" \
+           "<td class=num>0.5</td>" in probes
+    assert "4-bit weights</td><td class=num>0.75</td><td class=num>0.125</td><td class=num>0.375</td>" in probes
     assert "src=\"http" not in html and "href=\"http" not in html  # nothing to fetch: readable offline
 
 
