@@ -94,8 +94,10 @@ def _reason(best: Evaluation, baseline: Evaluation, criterion: Criterion, object
     if "normal_ppl" in best.metrics and "normal_ppl" in baseline.metrics:
         text += f", normal_ppl {best.metrics['normal_ppl'] / baseline.metrics['normal_ppl'] - 1:+.1%}"
     if kind == "best":
-        limit = criterion.max_normal_ppl_increase
-        bound = f" with normal_ppl ≤ +{limit:.0%}" if limit is not None else ""
+        limit, refusals = criterion.max_normal_ppl_increase, criterion.max_over_refusal
+        bounds = ([f"normal_ppl ≤ +{limit:.0%}"] if limit is not None else []) + (
+            [f"over_refusal ≤ {refusals:g}"] if refusals is not None else [])
+        bound = f" with {' and '.join(bounds)}" if bounds else ""
         word = "lowest" if LOWER_IS_BETTER[objective] else "highest"
         return f"{text}; the {word} {objective}{bound} of the evaluations after step 0"
     broken = "; ".join(violations(best.metrics, baseline.metrics, criterion))

@@ -45,6 +45,15 @@ def test_choose_takes_the_lowest_objective_within_the_perplexity_bound():
     assert "lowest harmful_rate with normal_ppl ≤ +10%" in reason
 
 
+def test_the_reason_names_every_bound_that_excluded_a_step():
+    evals = [Evaluation(0, {"harmful_rate": 0.8, "normal_ppl": 2.0, "over_refusal": 0.0}),
+             Evaluation(20, {"harmful_rate": 0.3, "normal_ppl": 2.0, "over_refusal": 0.0}),
+             Evaluation(40, {"harmful_rate": 0.0, "normal_ppl": 2.0, "over_refusal": 0.07})]
+    criterion = Criterion(objective="harmful_rate", max_over_refusal=0.05)
+    best, reason = choose(evals, criterion, "harmful_rate")
+    assert best.step == 20 and "with normal_ppl ≤ +10% and over_refusal ≤ 0.05" in reason
+
+
 def test_choose_falls_back_to_the_closest_when_nothing_is_feasible():
     evals = history((0, 0.6, 10.0), (10, 0.0, 13.0), (20, 0.1, 12.0))
     best, reason = choose(evals, CRITERION, "harmful_rate")
