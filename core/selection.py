@@ -77,7 +77,9 @@ def choose(history: list[Evaluation], criterion: Criterion, objective: Objective
     baseline, candidates = history[0], history[1:] or history
     feasible = [e for e in candidates if not violations(e.metrics, baseline.metrics, criterion)]
     if feasible:
-        best = min(feasible, key=lambda e: (score(e.metrics, objective), e.step))
+        # ties on the objective (a harmful rate of 0 at several steps) go to the model that kept
+        # the most (the lower normal perplexity), then to the earlier step
+        best = min(feasible, key=lambda e: (score(e.metrics, objective), e.metrics.get("normal_ppl", 0.0), e.step))
         return best, _reason(best, baseline, criterion, objective, "best")
 
     def excess(e: Evaluation) -> float:

@@ -54,6 +54,11 @@ def test_the_reason_names_every_bound_that_excluded_a_step():
     assert best.step == 20 and "with normal_ppl ≤ +10% and over_refusal ≤ 0.05" in reason
 
 
+def test_a_tie_on_the_objective_goes_to_the_lower_perplexity():
+    evals = history((0, 0.8, 2.0), (60, 0.0, 2.14), (80, 0.0, 2.10), (100, 0.0, 2.10))
+    assert choose(evals, CRITERION, "harmful_rate")[0].step == 80
+
+
 def test_choose_falls_back_to_the_closest_when_nothing_is_feasible():
     evals = history((0, 0.6, 10.0), (10, 0.0, 13.0), (20, 0.1, 12.0))
     best, reason = choose(evals, CRITERION, "harmful_rate")
