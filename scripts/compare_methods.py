@@ -1,8 +1,9 @@
 """Every unlearning method on one example spec, at the spec's step budget, in one table.
 
 For each method the spec's `unlearn` section is switched to that method (its other parameters at
-their defaults unless `--set METHOD.FIELD=VALUE`; the spec's own method keeps the spec's values), robustness probes are switched on, and the job
-runs in its own process (so its peak memory is its own) into OUT/METHOD/. The table (harmful rate
+their defaults unless `--set METHOD.FIELD=VALUE`; the spec's own method keeps the spec's values),
+robustness probes are switched on, and the job runs in its own process (so its peak memory is its
+own) into OUT/METHOD/. The table (harmful rate
 or leakage, normal perplexity, over-refusal, MC1, each probe, seconds per step, peak memory, and
 the command of each row) goes to OUT/comparison.md and, with --results, replaces this spec's
 section of docs/results.md. Runs that fell short stay in the table. Resumable: finished runs are

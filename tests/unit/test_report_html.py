@@ -64,7 +64,8 @@ def test_report_has_the_figures_tables_and_escaped_generations(tmp_path: Path) -
         assert text in html
     probes = html[html.index("<h2>Robustness probes</h2>"):]
     for text in ("relearn: 10 steps on 8 forget examples", "<td class=num>0.4375</td>",
-                 "rephrased prompts: harmful_rate_roleplay", "<td class=num>0.0625</td>", "Checkpoint kept:</b> step 4"):
+                 "rephrased prompts: harmful_rate_roleplay", "<td class=num>0.0625</td>",
+                 "Checkpoint kept:</b> step 4"):
         assert text in html
     assert "harmful_rate_roleplay</td><td class=num>-</td><td class=num>-</td><td class=num>0.0625</td>" \
            "<td class=num>0.5</td>" in probes
