@@ -6,9 +6,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .data import load_examples
+import torch
+
+from .checkpoint import STATE_FILE
+from .data import Example, load_examples
 from .evaluation import evaluate
-from .models import ModelError, load_model
+from .models import ModelError, attach_lora, load_model
 from .pipeline import judge_report, load_eval_sets, make_judge, model_answers
 from .spec import JobSpec
 
@@ -21,22 +24,52 @@ def apply_adapter(model: Any, adapter: Path) -> Any:
     return peft.PeftModel.from_pretrained(model, str(adapter)).eval()
 
 
-def evaluate_spec(spec: JobSpec, adapter: Path | None = None) -> dict[str, Any]:
-    """Metrics of the spec's model (with `adapter` applied) on everything `spec.eval` names.
+def apply_checkpoint(model: Any, spec: JobSpec, path: Path) -> Any:
+    """The spec's model with the trainable weights of a Lethe checkpoint: a stage's
+    `checkpoints/<stage>/step-N/` folder or a selection snapshot `best-step-N.pt`."""
+    file = path / STATE_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise ModelError(f"{path} is not a Lethe checkpoint (a step-N folder holding {STATE_FILE}, "
+                         "or a best-step-N.pt snapshot)")
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    weights = state.get("model", state)  # a stage checkpoint also holds the optimizer's state
+    if spec.lora is not None:
+        model = attach_lora(model, spec.lora, seed=spec.seed)
+    params = dict(model.named_parameters())
+    unknown = sorted(set(weights) - set(params))
+    if unknown:
+        raise ModelError(f"checkpoint {path} does not match the spec's model and LoRA settings: "
+                         f"it has {unknown[:3]}")
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)
+    return model.eval()
 
-    The judge is trained as the job would train it; forget answers the model must write itself
-    are written by the base model, before the adapter is applied.
-    """
-    model, tokenizer = load_model(spec.model)
+
+def _answers(model: Any, tokenizer: Any, spec: JobSpec) -> tuple[list[Example], list[Example]]:
+    """The forget and normal examples as the job trains its judge on them: answers the model
+    must write itself are written by the base model, before any adapter."""
     forget, normal = load_examples(spec.unlearn.forget), (
         load_examples(spec.unlearn.normal) if spec.unlearn.normal else [])
-    if spec.unlearn.forget_answers_from == "model":
-        with tempfile.TemporaryDirectory() as scratch:
-            forget = model_answers(model, tokenizer, forget, spec, Path(scratch) / "answers.jsonl")
+    with tempfile.TemporaryDirectory() as scratch:
+        if spec.unlearn.forget_answers_from == "model":
+            forget = model_answers(model, tokenizer, forget, spec, Path(scratch) / "forget.jsonl")
+        if spec.unlearn.normal_answers_from == "model" and normal:
+            normal = model_answers(model, tokenizer, normal, spec, Path(scratch) / "normal.jsonl", "normal")
+    return forget, normal
+
+
+def evaluate_spec(spec: JobSpec, adapter: Path | None = None, checkpoint: Path | None = None) -> dict[str, Any]:
+    """Metrics of the spec's model (with `adapter` or a training `checkpoint` applied) on
+    everything `spec.eval` names, with the judge trained as the job would train it."""
+    model, tokenizer = load_model(spec.model)
+    forget, normal = _answers(model, tokenizer, spec)
     sets = load_eval_sets(spec)
     judge = make_judge(spec, forget, normal) if sets.harmful_prompts else None
     if adapter is not None:
         model = apply_adapter(model, adapter)
+    elif checkpoint is not None:
+        model = apply_checkpoint(model, spec, checkpoint)
     result = evaluate(model, tokenizer, spec.eval, spec.format, judge, forget=forget,
                       reference_responses=None, sets=sets)
     return {"metrics": result.metrics, "judge": judge_report(judge, spec)}

@@ -51,7 +51,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from lethe.core.validate import validate_spec_file
 
     spec = validate_spec_file(Path(args.spec))
-    metrics = evaluate_spec(spec, Path(args.adapter) if args.adapter else None)
+    metrics = evaluate_spec(spec, Path(args.adapter) if args.adapter else None,
+                            Path(args.checkpoint) if args.checkpoint else None)
     text = json.dumps(metrics, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
@@ -152,7 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a model (optionally with an adapter) on a spec's eval")
     p.add_argument("spec")
-    p.add_argument("--adapter", help="a PEFT adapter folder to apply to the spec's model")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--adapter", help="a PEFT adapter folder to apply to the spec's model")
+    which.add_argument("--checkpoint", help="a run's training checkpoint (checkpoints/unlearn/step-N) "
+                                            "or selection snapshot (best-step-N.pt)")
     p.add_argument("--out", help="also write the metrics to this JSON file")
     p.set_defaults(handler=cmd_eval)
 

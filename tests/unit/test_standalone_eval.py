@@ -1,0 +1,61 @@
+"""`lethe eval`: a finished run's adapter, or any of its training checkpoints, measured on the
+spec's evaluation sets with the judge trained as the job trains it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lethe.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("eval")
+    data = yaml.safe_load((ROOT / "examples" / "tiny.yaml").read_text())
+    data["unlearn"]["train"].update(checkpoint_every=3)
+    for section in ("forget", "normal"):  # absolute sources: the spec is copied out of examples/
+        data["unlearn"][section]["source"] = str(ROOT / "examples" / data["unlearn"][section]["source"])
+    for section in ("harmful_prompts", "benign_prompts", "normal"):
+        data["eval"][section]["source"] = str(ROOT / "examples" / data["eval"][section]["source"])
+    spec = folder / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(data))
+    assert main(["unlearn", str(spec), "--out", str(folder / "run"), "--quiet"]) == 0
+    return spec, folder / "run"
+
+
+def _metrics(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
+    assert main(["eval", *args]) == 0
+    return json.loads(capsys.readouterr().out)["metrics"]
+
+
+def test_the_adapter_and_the_last_checkpoint_give_the_runs_after_metrics(finished_run, capsys):
+    spec, run = finished_run
+    after = json.loads((run / "metrics.json").read_text())["after"]
+    from_adapter = _metrics(capsys, str(spec), "--adapter", str(run / "adapter"))
+    from_checkpoint = _metrics(capsys, str(spec), "--checkpoint", str(run / "checkpoints" / "unlearn" / "final"))
+    # benign similarity compares with the run's answers before unlearning, which eval does not have
+    shared = [k for k, v in after.items() if isinstance(v, float) and k in from_adapter]
+    assert {"forget_nll", "normal_ppl", "harmful_rate", "over_refusal"} <= set(shared)
+    for key in shared:
+        assert from_adapter[key] == pytest.approx(after[key], rel=1e-4), key
+        assert from_checkpoint[key] == pytest.approx(after[key], rel=1e-4), key
+
+
+def test_an_earlier_checkpoint_is_another_model(finished_run, capsys):
+    spec, run = finished_run
+    last = _metrics(capsys, str(spec), "--checkpoint", str(run / "checkpoints" / "unlearn" / "final"))
+    earlier = _metrics(capsys, str(spec), "--checkpoint", str(run / "checkpoints" / "unlearn" / "step-0000003"))
+    assert earlier["forget_nll"] != pytest.approx(last["forget_nll"], rel=1e-3)
+
+
+def test_a_folder_that_is_no_checkpoint_is_refused_in_one_line(finished_run, capsys):
+    spec, run = finished_run
+    assert main(["eval", str(spec), "--checkpoint", str(run / "adapter")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "is not a Lethe checkpoint" in err and len(err.splitlines()) == 1
