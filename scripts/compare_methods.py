@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -217,7 +218,7 @@ def main() -> None:
     lines = [HEADER]
     switches = common_flags(args)
     for method in args.methods.split(","):
-        mine = [f"--set {s}" for s in args.set if s.startswith(f"{method}.")]
+        mine = [f"--set {shlex.quote(s)}" for s in args.set if s.startswith(f"{method}.")]
         command = " ".join(["python scripts/compare_methods.py", "--spec", args.spec, "--out", args.out,
                             "--methods", method, *mine, *switches])
         child = [sys.executable, __file__, "--one", method, "--spec", args.spec, "--out", args.out,
