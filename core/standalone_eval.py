@@ -11,7 +11,7 @@ import torch
 from .checkpoint import STATE_FILE
 from .data import Example, load_examples
 from .evaluation import evaluate
-from .models import ModelError, attach_lora, load_model
+from .models import ModelError, attach_lora, is_peft, load_model
 from .pipeline import judge_report, load_eval_sets, make_judge, model_answers
 from .spec import JobSpec
 
@@ -26,14 +26,15 @@ def apply_adapter(model: Any, adapter: Path) -> Any:
 
 def apply_checkpoint(model: Any, spec: JobSpec, path: Path) -> Any:
     """The spec's model with the trainable weights of a Lethe checkpoint: a stage's
-    `checkpoints/<stage>/step-N/` folder or a selection snapshot `best-step-N.pt`."""
+    `checkpoints/<stage>/step-N/` folder or a selection snapshot `best-step-N.pt`. A model that
+    already carries the spec's LoRA adapter gets the checkpoint's weights in place."""
     file = path / STATE_FILE if path.is_dir() else path
     if not file.is_file():
         raise ModelError(f"{path} is not a Lethe checkpoint (a step-N folder holding {STATE_FILE}, "
                          "or a best-step-N.pt snapshot)")
     state = torch.load(file, map_location="cpu", weights_only=True)
     weights = state.get("model", state)  # a stage checkpoint also holds the optimizer's state
-    if spec.lora is not None:
+    if spec.lora is not None and not is_peft(model):
         model = attach_lora(model, spec.lora, seed=spec.seed)
     params = dict(model.named_parameters())
     unknown = sorted(set(weights) - set(params))
@@ -59,17 +60,28 @@ def _answers(model: Any, tokenizer: Any, spec: JobSpec) -> tuple[list[Example], 
     return forget, normal
 
 
-def evaluate_spec(spec: JobSpec, adapter: Path | None = None, checkpoint: Path | None = None) -> dict[str, Any]:
-    """Metrics of the spec's model (with `adapter` or a training `checkpoint` applied) on
-    everything `spec.eval` names, with the judge trained as the job would train it."""
+def evaluate_spec(spec: JobSpec, adapter: Path | None = None,
+                  checkpoints: list[Path] | None = None) -> dict[str, Any]:
+    """Metrics of the spec's model (with `adapter`, or each training checkpoint, applied) on
+    everything `spec.eval` names, with the judge trained as the job would train it. Several
+    checkpoints share the model answers and the judge: {"checkpoints": [{checkpoint, metrics}]}."""
     model, tokenizer = load_model(spec.model)
     forget, normal = _answers(model, tokenizer, spec)
     sets = load_eval_sets(spec)
     judge = make_judge(spec, forget, normal) if sets.harmful_prompts else None
+
+    def measure(candidate: Any) -> dict[str, Any]:
+        return evaluate(candidate, tokenizer, spec.eval, spec.format, judge, forget=forget,
+                        reference_responses=None, sets=sets).metrics
+
+    if checkpoints and len(checkpoints) > 1:
+        rows = []
+        for path in checkpoints:
+            model = apply_checkpoint(model, spec, path)
+            rows.append({"checkpoint": str(path), "metrics": measure(model)})
+        return {"checkpoints": rows, "judge": judge_report(judge, spec)}
     if adapter is not None:
         model = apply_adapter(model, adapter)
-    elif checkpoint is not None:
-        model = apply_checkpoint(model, spec, checkpoint)
-    result = evaluate(model, tokenizer, spec.eval, spec.format, judge, forget=forget,
-                      reference_responses=None, sets=sets)
-    return {"metrics": result.metrics, "judge": judge_report(judge, spec)}
+    elif checkpoints:
+        model = apply_checkpoint(model, spec, checkpoints[0])
+    return {"metrics": measure(model), "judge": judge_report(judge, spec)}

@@ -52,7 +52,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     spec = validate_spec_file(Path(args.spec))
     metrics = evaluate_spec(spec, Path(args.adapter) if args.adapter else None,
-                            Path(args.checkpoint) if args.checkpoint else None)
+                            [Path(c) for c in args.checkpoint or []])
     text = json.dumps(metrics, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
@@ -155,8 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--adapter", help="a PEFT adapter folder to apply to the spec's model")
-    which.add_argument("--checkpoint", help="a run's training checkpoint (checkpoints/unlearn/step-N) "
-                                            "or selection snapshot (best-step-N.pt)")
+    which.add_argument("--checkpoint", action="append",
+                       help="a run's training checkpoint (checkpoints/unlearn/step-N) or selection "
+                            "snapshot (best-step-N.pt); repeat it to measure several with one judge")
     p.add_argument("--out", help="also write the metrics to this JSON file")
     p.set_defaults(handler=cmd_eval)
 

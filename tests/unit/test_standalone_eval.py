@@ -47,11 +47,18 @@ def test_the_adapter_and_the_last_checkpoint_give_the_runs_after_metrics(finishe
         assert from_checkpoint[key] == pytest.approx(after[key], rel=1e-4), key
 
 
-def test_an_earlier_checkpoint_is_another_model(finished_run, capsys):
+def test_several_checkpoints_are_measured_one_by_one_with_one_judge(finished_run, capsys):
     spec, run = finished_run
-    last = _metrics(capsys, str(spec), "--checkpoint", str(run / "checkpoints" / "unlearn" / "final"))
-    earlier = _metrics(capsys, str(spec), "--checkpoint", str(run / "checkpoints" / "unlearn" / "step-0000003"))
-    assert earlier["forget_nll"] != pytest.approx(last["forget_nll"], rel=1e-3)
+    folder = run / "checkpoints" / "unlearn"
+    last = _metrics(capsys, str(spec), "--checkpoint", str(folder / "final"))
+    earlier = _metrics(capsys, str(spec), "--checkpoint", str(folder / "step-0000003"))
+    assert earlier["forget_nll"] != pytest.approx(last["forget_nll"], rel=1e-3)  # another model
+    assert main(["eval", str(spec), "--checkpoint", str(folder / "step-0000003"),
+                 "--checkpoint", str(folder / "final")]) == 0
+    rows = json.loads(capsys.readouterr().out)["checkpoints"]
+    assert [Path(r["checkpoint"]).name for r in rows] == ["step-0000003", "final"]
+    assert rows[0]["metrics"]["forget_nll"] == pytest.approx(earlier["forget_nll"], rel=1e-5)
+    assert rows[1]["metrics"]["forget_nll"] == pytest.approx(last["forget_nll"], rel=1e-5)
 
 
 def test_a_folder_that_is_no_checkpoint_is_refused_in_one_line(finished_run, capsys):
