@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from .models import load_trainable_
+
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 
@@ -57,13 +59,7 @@ def read_meta(folder: Path) -> dict[str, Any]:
 def load_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any) -> tuple[int, list[dict]]:
     """Restore a checkpoint into model, optimizer and scheduler; return (step, log)."""
     state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
-    params = dict(model.named_parameters())
-    missing = set(state["model"]) - set(params)
-    if missing:
-        raise ValueError(f"checkpoint {folder} does not match the model: unknown {sorted(missing)[:3]}")
-    with torch.no_grad():
-        for name, value in state["model"].items():
-            params[name].copy_(value)
+    load_trainable_(model, state["model"], f"checkpoint {folder}")
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     meta = read_meta(folder)

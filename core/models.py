@@ -277,12 +277,11 @@ def original_weights(model: Any, start: dict[str, torch.Tensor] | None = None) -
         return
     params = dict(model.named_parameters())
     trained = {name: params[name].detach().clone() for name in start}
-    with torch.no_grad():
-        for name, value in start.items():
-            params[name].copy_(value)
+    load_trainable_(model, start, "the start weights")
     try:
         yield model
     finally:
+        # into the parameters held above: the body may have merged the adapter away (merged_copy)
         with torch.no_grad():
             for name, value in trained.items():
                 params[name].copy_(value)
@@ -301,3 +300,15 @@ def _eval_mode(module: torch.nn.Module) -> Iterator[None]:
 def trainable_state(model: Any) -> dict[str, torch.Tensor]:
     """The parameters that training changes (LoRA weights, or everything for full fine-tuning)."""
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_(model: Any, weights: dict[str, torch.Tensor], source: str = "these weights") -> None:
+    """Copy `weights` (as `trainable_state` gives them) into the model's parameters, in place; a
+    name the model lacks means they were saved for another model or adapter (`source` says whose)."""
+    params = dict(model.named_parameters())
+    unknown = sorted(set(weights) - set(params))
+    if unknown:
+        raise ModelError(f"{source} does not match the model: it has {unknown[:3]}")
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)

@@ -28,7 +28,7 @@ from .data import Example, read_rows
 from .evaluation import EvalSets, Judge, generate
 from .hidden import decoder_layers
 from .methods import finetune_terms
-from .models import is_peft, original_weights, trainable_state
+from .models import is_peft, load_trainable_, original_weights, trainable_state
 from .options import Objective, ProbesSpec, QuantizeProbe, RelearnProbe, RephraseProbe
 from .rows import StageData
 from .selection import Metrics, light_evaluator
@@ -154,10 +154,7 @@ def probe_relearn(model: Any, tokenizer: Any, spec: JobSpec, forget: list[Exampl
     run_stage(model, tokenizer, Stage("relearn", finetune_terms(), StageData(forget=learn), train,
                                       spec.format, seed=spec.seed))
     report["probed"] = evaluate(model)
-    params = dict(model.named_parameters())
-    with torch.no_grad():  # back to the unlearned weights: the probe must not change the result
-        for name, value in saved.items():
-            params[name].copy_(value)
+    load_trainable_(model, saved)  # back to the unlearned weights: the probe must not change the result
     return report
 
 

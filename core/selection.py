@@ -20,6 +20,7 @@ import torch
 from .config import EvalSpec, PromptFormat
 from .data import Example
 from .evaluation import EvalSets, Judge, evaluate
+from .models import load_trainable_
 from .options import LOWER_IS_BETTER, Criterion, Objective, SelectSpec
 
 log = logging.getLogger(__name__)
@@ -200,10 +201,7 @@ class Selection:
             self._path(step), map_location="cpu", weights_only=True)
         if weights is None:
             raise RuntimeError(f"the snapshot of step {step} is missing")
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, value in weights.items():
-                params[name].copy_(value)
+        load_trainable_(model, weights, f"the snapshot of step {step}")
 
 
 def light_evaluator(tokenizer: Any, eval_spec: EvalSpec, fmt: PromptFormat, judge: Judge | None,

@@ -11,7 +11,7 @@ import torch
 from .checkpoint import STATE_FILE
 from .data import Example, load_examples
 from .evaluation import evaluate
-from .models import ModelError, attach_lora, is_peft, load_model
+from .models import ModelError, attach_lora, is_peft, load_model, load_trainable_
 from .pipeline import judge_report, load_eval_sets, make_judge, model_answers
 from .spec import JobSpec
 
@@ -36,14 +36,7 @@ def apply_checkpoint(model: Any, spec: JobSpec, path: Path) -> Any:
     weights = state.get("model", state)  # a stage checkpoint also holds the optimizer's state
     if spec.lora is not None and not is_peft(model):
         model = attach_lora(model, spec.lora, seed=spec.seed)
-    params = dict(model.named_parameters())
-    unknown = sorted(set(weights) - set(params))
-    if unknown:
-        raise ModelError(f"checkpoint {path} does not match the spec's model and LoRA settings: "
-                         f"it has {unknown[:3]}")
-    with torch.no_grad():
-        for name, value in weights.items():
-            params[name].copy_(value)
+    load_trainable_(model, weights, f"checkpoint {path} (with the spec's LoRA settings)")
     return model.eval()
 
 

@@ -142,11 +142,11 @@ def _num(value: Any) -> str:
     return f"{value:.0f}" if 100 <= abs(value) < 1e6 else f"{value:.3g}"
 
 
-def _quantized(probe_set: dict[str, Any], summary: dict[str, Any], bits: int, key: str) -> str:
+def _quantized(summary: dict[str, Any], bits: int, key: str) -> str:
     """The unlearned model's objective at `bits`, next to the original's at the same bits: rounding
     alone can break what a small model memorised, so the unlearned value means little without it."""
     unlearned = _num(_get(summary, f"quantize_{bits}bit", key))
-    original = _get(probe_set, f"original_{bits}bit", key)
+    original = _get(summary, f"quantize_{bits}bit", "original_quantized")
     return unlearned if original is None else f"{unlearned} (orig. {_num(original)})"
 
 
@@ -171,7 +171,7 @@ def row(method: str, folder: Path, command: str) -> str:
              _num(after.get("bleu_retain")),
              baseline,
              _num(_get(summary, "relearn", key)), _num(_get(summary, "relearn", "retained")),
-             _quantized(probe_set, summary, 8, key), _quantized(probe_set, summary, 4, key),
+             _quantized(summary, 8, key), _quantized(summary, 4, key),
              _num(_get(summary, "quantize_4bit", "retained")), _num(_get(summary, "rephrase", "harmful_rate")),
              _num(timing.get("s_per_step")), _num(timing.get("peak_rss_gb")), f"`{command}`"]
     return "| " + " | ".join(cells) + " |"
