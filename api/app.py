@@ -1,4 +1,7 @@
-"""The FastAPI application: `create_app(settings)` builds it around one service runtime.
+"""The FastAPI application: `create_app(runtime)` builds it around one service runtime.
+
+The runtime arrives with its dispatcher attached (`lethe.cli.wiring.build_app` does that), so the
+API never imports the workers.
 
 The app refuses to start on an unmigrated database (NotMigrated, raised here so `lethe serve`
 can print what to run). Routes are thin: HTTP in, a call on the job or dataset service, JSON out.
@@ -21,18 +24,15 @@ from sqlalchemy.exc import DBAPIError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lethe import __version__
-from lethe.service.auth import install_bootstrap_key
-from lethe.service.errors import ServiceError
-from lethe.service.metrics import REQUEST_SECONDS
-from lethe.service.reconcile import Maintenance
-from lethe.service.retry import transient
-from lethe.service.runtime import Runtime, build_runtime
-from lethe.service.settings import Settings
-from lethe.service.storage import StorageError
-from lethe.worker.dispatch import attach_dispatcher
-
-from . import compliance
-from .routes import datasets, health, jobs, keys
+from lethe.api import compliance
+from lethe.api.routes import datasets, health, jobs, keys
+from lethe.service.infra.errors import ServiceError
+from lethe.service.infra.metrics import REQUEST_SECONDS
+from lethe.service.infra.object_store import StorageError
+from lethe.service.infra.retry import transient
+from lethe.service.infra.runtime import Runtime
+from lethe.service.jobs.reconcile import Maintenance
+from lethe.service.trust.auth import install_bootstrap_key
 
 log = logging.getLogger(__name__)
 SPEC_BYTES = 1024 * 1024  # room for the form fields around an upload
@@ -43,8 +43,9 @@ class BodyTooLarge(HTTPException):
 
     def __init__(self, limit: int, setting: str = "LETHE_MAX_UPLOAD_MB") -> None:
         size = f"{limit // 2**20} MiB" if limit >= 2**20 else f"{limit // 1024} KiB"
-        super().__init__(413, f"request body larger than {size}: send less, or ask an admin to "
-                         f"raise {setting}")
+        super().__init__(
+            413, f"request body larger than {size}: send less, or ask an admin to raise {setting}"
+        )
 
 
 class LimitsAndMetrics:
@@ -89,14 +90,19 @@ class LimitsAndMetrics:
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             REQUEST_SECONDS.labels(scope["method"], route, str(state["status"])).observe(
-                time.perf_counter() - began)
+                time.perf_counter() - began
+            )
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     raw = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(raw)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": raw})
 
 
@@ -124,17 +130,20 @@ def _install_error_handlers(app: FastAPI) -> None:
         if not transient(err):  # a bug, not an outage: the generic 500
             raise err
         log.error("database: %s", err)
-        return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503,
-                            headers={"Retry-After": "1"})
+        return JSONResponse(
+            {"detail": "database unavailable, retry later"}, status_code=503, headers={"Retry-After": "1"}
+        )
 
 
-def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
-    """The API over a runtime (built from `settings` unless given); raises NotMigrated."""
-    rt = runtime or build_runtime(settings or Settings())
+def create_app(rt: Runtime) -> FastAPI:
+    """The API over a runtime whose dispatcher is attached (see `lethe.cli.wiring.build_app`)."""
+    dispatcher = rt.dispatcher
+    if dispatcher is None:
+        raise ValueError(
+            "create_app needs a runtime with a dispatcher; lethe.cli.wiring.build_app attaches one"
+        )
     install_bootstrap_key(rt.sessions, rt.settings)
-    maintenance = Maintenance(rt)  # heartbeat check and reconciler (lethe.service.reconcile)
-    if rt.dispatcher is None:
-        attach_dispatcher(rt)
+    maintenance = Maintenance(rt)  # heartbeat check and reconciler (lethe.service.jobs.reconcile)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -142,7 +151,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         # skips it, and full collections stop adding tens of milliseconds to request latency.
         gc.collect()
         gc.freeze()
-        rt.dispatcher.start()  # type: ignore[union-attr]
+        dispatcher.start()
         maintenance.start()
         compliance.start(app)
         try:
@@ -152,14 +161,21 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             maintenance.stop()
             rt.close()
 
-    app = FastAPI(title="Lethe", version=__version__, lifespan=lifespan,
-                  description="Unlearning jobs over HTTP: upload datasets, submit a job spec, follow "
-                  "its progress, download the unlearned LoRA adapter and its metrics.")
+    app = FastAPI(
+        title="Lethe",
+        version=__version__,
+        lifespan=lifespan,
+        description="Unlearning jobs over HTTP: upload datasets, submit a job spec, follow "
+        "its progress, download the unlearned LoRA adapter and its metrics.",
+    )
     app.state.runtime = rt
     _install_error_handlers(app)
     for module in (health, datasets, jobs, keys):
         app.include_router(module.router)
     compliance.install(app, rt)  # audit middleware, certificates, webhooks
-    app.add_middleware(LimitsAndMetrics, max_body=rt.settings.max_upload_bytes + SPEC_BYTES,
-                       max_json=rt.settings.max_json_kb * 1024)
+    app.add_middleware(
+        LimitsAndMetrics,
+        max_body=rt.settings.max_upload_bytes + SPEC_BYTES,
+        max_json=rt.settings.max_json_kb * 1024,
+    )
     return app

@@ -23,12 +23,11 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lethe.service import audit, certificates, webhooks
-from lethe.service.runtime import Runtime
-
-from .routes import audit as audit_routes
-from .routes import certificates as certificate_routes
-from .routes import webhooks as webhook_routes
+from lethe.api.routes import audit as audit_routes
+from lethe.api.routes import certificates as certificate_routes
+from lethe.api.routes import webhooks as webhook_routes
+from lethe.service.infra.runtime import Runtime
+from lethe.service.trust import audit, certificates, webhooks
 
 log = logging.getLogger(__name__)
 AUDITED = {"POST", "PUT", "PATCH", "DELETE"}
@@ -78,11 +77,18 @@ def request_line(scope: Scope, digest: str, start: Message, body: bytes) -> audi
     principal = (scope.get("state") or {}).get("principal")
     route = getattr(scope.get("route"), "path", None) or scope["path"]
     target = _target(scope, route, _created_id(start, body))
-    return audit.Line(actor="key" if principal else "anonymous", action=f"{scope['method']} {route}",
-                      tenant=getattr(principal, "tenant", None), key_id=getattr(principal, "key_id", None),
-                      target=target[:300], status_code=start.get("status"), request_sha256=digest,
-                      detail={"query": scope.get("query_string", b"").decode("latin-1")[:500]}
-                      if scope.get("query_string") else {})
+    return audit.Line(
+        actor="key" if principal else "anonymous",
+        action=f"{scope['method']} {route}",
+        tenant=getattr(principal, "tenant", None),
+        key_id=getattr(principal, "key_id", None),
+        target=target[:300],
+        status_code=start.get("status"),
+        request_sha256=digest,
+        detail={"query": scope.get("query_string", b"").decode("latin-1")[:500]}
+        if scope.get("query_string")
+        else {},
+    )
 
 
 class AuditRequests:
@@ -95,8 +101,9 @@ class AuditRequests:
         if scope["type"] != "http" or scope["method"] not in AUDITED:
             return await self.app(scope, receive, send)
         query = scope.get("query_string", b"")
-        digest = hashlib.sha256(f"{scope['method']} {scope['path']}".encode()
-                                + (b"?" + query if query else b"") + b"\n")
+        digest = hashlib.sha256(
+            f"{scope['method']} {scope['path']}".encode() + (b"?" + query if query else b"") + b"\n"
+        )
         held: dict[str, Any] = {}
 
         async def hashing_receive() -> Message:

@@ -3,7 +3,7 @@
 `PrincipalDep` authenticates the request's `Authorization: Bearer KEY` (401 without a valid key)
 and stores the principal on `request.state.principal` for middleware; `ReadDep`, `SubmitDep` and
 `AdminDep` also require a scope (403 without it). Routes pass `principal.tenant` to the services,
-whose queries are scoped by `lethe.service.tenancy`.
+whose queries are scoped by `lethe.service.infra.tenancy`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from lethe.service.auth import Principal, authenticate
-from lethe.service.errors import Forbidden, Unauthorized
-from lethe.service.runtime import Runtime
+from lethe.service.infra.errors import Forbidden, Unauthorized
+from lethe.service.infra.runtime import Runtime
+from lethe.service.trust.auth import Principal, authenticate
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -41,8 +41,10 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 def current_principal(request: Request, rt: RuntimeDep, credentials: Credentials) -> Principal:
     """The principal of the request's API key; 401 when it is missing, unknown or revoked."""
     if credentials is None or not credentials.credentials:
-        raise Unauthorized("no API key: send 'Authorization: Bearer KEY' (create one with "
-                           "`lethe keys create --tenant NAME --scopes read,submit`)")
+        raise Unauthorized(
+            "no API key: send 'Authorization: Bearer KEY' (create one with "
+            "`lethe keys create --tenant NAME --scopes read,submit`)"
+        )
     with rt.sessions() as session:
         principal = authenticate(session, credentials.credentials)
     if principal is None:
@@ -59,8 +61,10 @@ def require(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
 
     async def check(principal: PrincipalDep) -> Principal:  # async: no thread-pool trip
         if not principal.allows(scope):
-            raise Forbidden(f"this API key lacks the {scope!r} scope (it has "
-                            f"{', '.join(sorted(principal.scopes))}): use a key with {scope!r}")
+            raise Forbidden(
+                f"this API key lacks the {scope!r} scope (it has "
+                f"{', '.join(sorted(principal.scopes))}): use a key with {scope!r}"
+            )
         return principal
 
     check.__name__ = f"require_{scope}"

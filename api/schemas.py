@@ -1,4 +1,4 @@
-"""Response and request bodies of the HTTP API (the job body itself is `lethe.core.spec.JobSpec`)."""
+"""Response and request bodies of the HTTP API (the job body itself is `lethe.core.spec.job.JobSpec`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lethe.core.config import DatasetFormat, DatasetSchema
+from lethe.core.spec.fields import DatasetFormat, DatasetSchema
 
 
 class Out(BaseModel):

@@ -46,9 +46,12 @@ def percentile(values: list[float], q: float) -> float:
 
 def report(name: str, latencies: list[float], errors: int, seconds: float) -> None:
     ms = [v * 1000 for v in latencies]
-    print(f"{name:28s} n={len(ms):5d}  errors={errors:3d}  p50={percentile(ms, 50):7.1f} ms  "
-          f"p99={percentile(ms, 99):7.1f} ms  max={max(ms, default=float('nan')):7.1f} ms  "
-          f"throughput={len(ms) / seconds:7.1f} req/s", flush=True)
+    print(
+        f"{name:28s} n={len(ms):5d}  errors={errors:3d}  p50={percentile(ms, 50):7.1f} ms  "
+        f"p99={percentile(ms, 99):7.1f} ms  max={max(ms, default=float('nan')):7.1f} ms  "
+        f"throughput={len(ms) / seconds:7.1f} req/s",
+        flush=True,
+    )
 
 
 # ------------------------------------------------------------------ a stack of our own
@@ -61,8 +64,13 @@ def _free_port() -> int:
 
 
 def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=open(log, "wb"),  # noqa: SIM115
-                            stderr=subprocess.STDOUT, cwd=ROOT)
+    return subprocess.Popen(
+        cmd,
+        env={**os.environ, **env},
+        stdout=open(log, "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
@@ -116,24 +124,58 @@ def own_stack(embedded: bool) -> Iterator[str]:
     """Start `lethe serve` (and, unless embedded, a Celery worker on PostgreSQL + Redis)."""
     with tempfile.TemporaryDirectory(prefix="lethe-bench-") as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
-        env = {"LETHE_DATA_DIR": str(folder / "data"), "LETHE_LOG_LEVEL": "warning", "HF_HUB_OFFLINE": "1",
-               "LETHE_STORAGE": "local", "LETHE_STORAGE_DIR": str(folder / "storage"),
-               "LETHE_DATABASE_URL": "", "LETHE_BROKER_URL": "", "LETHE_HEARTBEAT_S": "0.5",
-               "LETHE_BOOTSTRAP_KEY": API_KEY}
+        env = {
+            "LETHE_DATA_DIR": str(folder / "data"),
+            "LETHE_LOG_LEVEL": "warning",
+            "HF_HUB_OFFLINE": "1",
+            "LETHE_STORAGE": "local",
+            "LETHE_STORAGE_DIR": str(folder / "storage"),
+            "LETHE_DATABASE_URL": "",
+            "LETHE_BROKER_URL": "",
+            "LETHE_HEARTBEAT_S": "0.5",
+            "LETHE_BOOTSTRAP_KEY": API_KEY,
+        }
         procs = []
         if not embedded:
             env["LETHE_DATABASE_URL"] = stack.enter_context(postgres_database())
             env["LETHE_BROKER_URL"] = stack.enter_context(redis_database())
-            subprocess.run([sys.executable, "-m", "lethe", "db", "upgrade"], env={**os.environ, **env},
-                           check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-            procs.append(_spawn([sys.executable, "-m", "celery", "-A", "lethe.worker.celery_app", "worker",
-                                 "-Q", "cpu", "--concurrency", "1", "--loglevel", "WARNING",
-                                 "--without-gossip", "--without-mingle",
-                                 "-n", f"bench-{uuid.uuid4().hex[:6]}@%h"],
-                                env, folder / "worker.log"))
+            subprocess.run(
+                [sys.executable, "-m", "lethe", "db", "upgrade"],
+                env={**os.environ, **env},
+                check=True,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+            )
+            procs.append(
+                _spawn(
+                    [
+                        sys.executable,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "lethe.worker.celery_app",
+                        "worker",
+                        "-Q",
+                        "cpu",
+                        "--concurrency",
+                        "1",
+                        "--loglevel",
+                        "WARNING",
+                        "--without-gossip",
+                        "--without-mingle",
+                        "-n",
+                        f"bench-{uuid.uuid4().hex[:6]}@%h",
+                    ],
+                    env,
+                    folder / "worker.log",
+                )
+            )
         port = _free_port()
-        api = _spawn([sys.executable, "-m", "lethe", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                     env, folder / "api.log")
+        api = _spawn(
+            [sys.executable, "-m", "lethe", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env,
+            folder / "api.log",
+        )
         procs.append(api)
         url = f"http://127.0.0.1:{port}"
         try:
@@ -157,12 +199,19 @@ def tiny_spec(client: httpx.Client, steps: int) -> dict[str, Any]:
             r = client.post("/v1/datasets", files={"file": (name, f)}, data={"schema": "pairs"})
             r.raise_for_status()
             refs[name] = r.json()["reference"]
-    return {"name": "bench", "model": {"name": "tiny-llama", "device": "cpu"},
-            "lora": {"rank": 4, "alpha": 8}, "format": {"max_length": 96},
-            "unlearn": {"method": "yao", "forget": {"source": refs["tiny_forget.jsonl"]},
-                        "normal": {"source": refs["tiny_normal.jsonl"]},
-                        "train": {"lr": 0.005, "steps": steps, "batch_size": 2}},
-            "eval": {"max_examples": 1, "generation": {"max_new_tokens": 2}}}
+    return {
+        "name": "bench",
+        "model": {"name": "tiny-llama", "device": "cpu"},
+        "lora": {"rank": 4, "alpha": 8},
+        "format": {"max_length": 96},
+        "unlearn": {
+            "method": "yao",
+            "forget": {"source": refs["tiny_forget.jsonl"]},
+            "normal": {"source": refs["tiny_normal.jsonl"]},
+            "train": {"lr": 0.005, "steps": steps, "batch_size": 2},
+        },
+        "eval": {"max_examples": 1, "generation": {"max_new_tokens": 2}},
+    }
 
 
 async def poll_phase(url: str, job_ids: list[str], rate: float, seconds: float, clients: int) -> None:
@@ -171,6 +220,7 @@ async def poll_phase(url: str, job_ids: list[str], rate: float, seconds: float, 
     errors = 0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10, headers=HEADERS) as client:
+
         async def one(job_id: str) -> None:
             nonlocal errors
             began = time.perf_counter()
@@ -228,9 +278,12 @@ def pickup_phase(client: httpx.Client, spec: dict[str, Any], count: int, deadlin
             time.sleep(0.1)
             job = client.get(f"/v1/jobs/{job['id']}").json()
     ms = [d * 1000 for d in delays]
-    print(f"{'pickup (submit -> running)':28s} n={len(ms):5d}  missed={count - len(ms):2d}  "
-          f"p50={percentile(ms, 50):7.1f} ms  max={max(ms, default=float('nan')):7.1f} ms  "
-          f"mean={statistics.mean(ms) if ms else float('nan'):7.1f} ms", flush=True)
+    print(
+        f"{'pickup (submit -> running)':28s} n={len(ms):5d}  missed={count - len(ms):2d}  "
+        f"p50={percentile(ms, 50):7.1f} ms  max={max(ms, default=float('nan')):7.1f} ms  "
+        f"mean={statistics.mean(ms) if ms else float('nan'):7.1f} ms",
+        flush=True,
+    )
 
 
 def server_side(url: str, route: str) -> None:
@@ -240,8 +293,11 @@ def server_side(url: str, route: str) -> None:
     buckets: dict[float, float] = {}
     for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
         for sample in family.samples:
-            if sample.name.endswith("_bucket") and sample.labels.get("route") == route \
-                    and sample.labels.get("method") == "GET":
+            if (
+                sample.name.endswith("_bucket")
+                and sample.labels.get("route") == route
+                and sample.labels.get("method") == "GET"
+            ):
                 le = float(sample.labels["le"])
                 buckets[le] = buckets.get(le, 0) + sample.value
     if not buckets:
@@ -249,8 +305,11 @@ def server_side(url: str, route: str) -> None:
     total = max(buckets.values())
     p50 = min(le for le, n in buckets.items() if n >= 0.5 * total)
     p99 = min(le for le, n in buckets.items() if n >= 0.99 * total)
-    print(f"{'  server side (histogram)':28s} n={int(total):5d}  p50 <= {p50 * 1000:.0f} ms  "
-          f"p99 <= {p99 * 1000:.0f} ms", flush=True)
+    print(
+        f"{'  server side (histogram)':28s} n={int(total):5d}  p50 <= {p50 * 1000:.0f} ms  "
+        f"p99 <= {p99 * 1000:.0f} ms",
+        flush=True,
+    )
 
 
 def run(url: str, args: argparse.Namespace) -> None:
@@ -277,8 +336,15 @@ def main() -> int:
         run(args.url, args)
         return 0
     with own_stack(args.embedded) as url:
-        print("stack: " + ("embedded (SQLite, in-process worker)" if args.embedded
-                           else "PostgreSQL + Redis + Celery worker"), flush=True)
+        print(
+            "stack: "
+            + (
+                "embedded (SQLite, in-process worker)"
+                if args.embedded
+                else "PostgreSQL + Redis + Celery worker"
+            ),
+            flush=True,
+        )
         run(url, args)
     return 0
 

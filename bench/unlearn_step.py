@@ -25,9 +25,11 @@ import sys
 import time
 from pathlib import Path
 
-WORDS = ("the a of to and in is it you that he was for on are with as his they be at one have this "
-         "from or had by hot word but what some we can out other were all there when up use your how "
-         "said an each she which do their time if will way about many then them write would like").split()
+WORDS = (
+    "the a of to and in is it you that he was for on are with as his they be at one have this "
+    "from or had by hot word but what some we can out other were all there when up use your how "
+    "said an each she which do their time if will way about many then them write would like"
+).split()
 
 
 def _text(rng: random.Random, n_words: int) -> str:
@@ -36,28 +38,34 @@ def _text(rng: random.Random, n_words: int) -> str:
 
 def synthetic_data(batch: int, rng: random.Random):
     """PKU-like forget pairs (long answers) and TruthfulQA-like normal pairs, as in yao_step.py."""
-    from lethe.core.data import Example
+    from lethe.core.data.examples import Example
 
     forget = [Example(f"f{i}", _text(rng, rng.randint(12, 24)), _text(rng, 80)) for i in range(batch)]
-    normal = [Example(f"n{i}", _text(rng, rng.randint(6, 18)), _text(rng, rng.randint(3, 18)))
-              for i in range(batch * 4)]
+    normal = [
+        Example(f"n{i}", _text(rng, rng.randint(6, 18)), _text(rng, rng.randint(3, 18)))
+        for i in range(batch * 4)
+    ]
     return forget, normal
 
 
 def build(args: argparse.Namespace):
     """The model, the terms of `args.impl`, one packed batch with its slices and keys, and the
     reference source (none, live or cached)."""
-    from lethe.core.config import LoraSpec, ModelSpec, PromptFormat
-    from lethe.core.data import load_examples
+    from lethe.core.data.examples import load_examples
+    from lethe.core.data.tokens import collate, pad_id_of
     from lethe.core.methods import METHODS, default_refusals, finetune_terms, terms_for
-    from lethe.core.models import Reference, attach_lora, load_model
-    from lethe.core.refcache import LiveReference, build_cache
-    from lethe.core.rows import StageData, encode_rows, micro_batch_rows, row_kinds
-    from lethe.core.step import steered_layer, wanted_reference
-    from lethe.core.tokens import collate, pad_id_of
+    from lethe.core.models.loading import load_model
+    from lethe.core.models.lora import attach_lora
+    from lethe.core.models.reference import Reference
+    from lethe.core.spec.fields import LoraSpec, ModelSpec, PromptFormat
+    from lethe.core.training.refcache import LiveReference, build_cache
+    from lethe.core.training.rows import StageData, encode_rows, micro_batch_rows, row_kinds
+    from lethe.core.training.step import steered_layer, wanted_reference
 
     model, tok = load_model(ModelSpec(name=args.model, device="cpu"))
-    model = attach_lora(model, LoraSpec(rank=args.lora_r, alpha=2 * args.lora_r, target_modules=["q_proj", "v_proj"]))
+    model = attach_lora(
+        model, LoraSpec(rank=args.lora_r, alpha=2 * args.lora_r, target_modules=["q_proj", "v_proj"])
+    )
     ref = {"source": "unused.jsonl"}
     params: dict = {"forget": ref, "normal": ref, "train": {"steps": 1}}
     if args.method == "yao":
@@ -73,8 +81,16 @@ def build(args: argparse.Namespace):
     wanted = wanted_reference(terms)
     source = LiveReference(Reference(model)) if wanted and args.impl != "plain" else None
     if args.impl == "cached" and source is not None:
-        source = build_cache(source, tok, fmt, {k: rows[k] for k in wanted}, wanted,
-                             steered_layer(model, terms), batch_size=args.batch * 8, device=torch_device(model))
+        source = build_cache(
+            source,
+            tok,
+            fmt,
+            {k: rows[k] for k in wanted},
+            wanted,
+            steered_layer(model, terms),
+            batch_size=args.batch * 8,
+            device=torch_device(model),
+        )
     if args.impl == "plain":  # one NLL over every row of the same packed batch
         terms, slices, keys = finetune_terms(), {"forget": slice(0, len(encoded))}, None
     return model, terms, batch, slices, keys, source
@@ -86,7 +102,8 @@ def torch_device(model):
 
 def run_one(args: argparse.Namespace) -> dict:
     import torch
-    from lethe.core.step import micro_batch_loss
+
+    from lethe.core.training.step import micro_batch_loss
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -102,18 +119,42 @@ def run_one(args: argparse.Namespace) -> dict:
         optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - start)
     timed = times[1:]  # the first step is a warm-up
-    return {"impl": args.impl, "method": args.method, "model": args.model,
-            "tokens": int(batch["attention_mask"].sum()), "rows": int(batch["input_ids"].shape[0]),
-            "s_per_step_median": round(statistics.median(timed), 4), "s_per_step_min": round(min(timed), 4),
-            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
-            "reference": type(source).__name__ if source is not None else "none"}
+    return {
+        "impl": args.impl,
+        "method": args.method,
+        "model": args.model,
+        "tokens": int(batch["attention_mask"].sum()),
+        "rows": int(batch["input_ids"].shape[0]),
+        "s_per_step_median": round(statistics.median(timed), 4),
+        "s_per_step_min": round(min(timed), 4),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+        "reference": type(source).__name__ if source is not None else "none",
+    }
 
 
 def _child(args: argparse.Namespace, method: str, impl: str) -> dict:
-    cmd = [sys.executable, __file__, "--one", impl, "--model", args.model, "--method", method,
-           "--batch", str(args.batch), "--seq", str(args.seq), "--steps", str(args.steps),
-           "--threads", str(args.threads), "--lora-r", str(args.lora_r),
-           "--random-answers", str(args.random_answers)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--one",
+        impl,
+        "--model",
+        args.model,
+        "--method",
+        method,
+        "--batch",
+        str(args.batch),
+        "--seq",
+        str(args.seq),
+        "--steps",
+        str(args.steps),
+        "--threads",
+        str(args.threads),
+        "--lora-r",
+        str(args.lora_r),
+        "--random-answers",
+        str(args.random_answers),
+    ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -130,12 +171,26 @@ def _yao(args: argparse.Namespace) -> dict | None:
     if kind == "smollm2":
         import os
 
-        from lethe.core.models import prepare
+        from lethe.core.models.loading import prepare
 
         env = {**os.environ, "LETHE_SMOLLM2_DIR": str(prepare("smollm2-135m-instruct"))}
-    cmd = [sys.executable, str(script), "--model", kind, "--lora", "--lora-r", str(args.lora_r),
-           "--batch", str(args.batch), "--seq", str(args.seq), "--steps", str(args.steps),
-           "--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        str(script),
+        "--model",
+        kind,
+        "--lora",
+        "--lora-r",
+        str(args.lora_r),
+        "--batch",
+        str(args.batch),
+        "--seq",
+        str(args.seq),
+        "--steps",
+        str(args.steps),
+        "--threads",
+        str(args.threads),
+    ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -144,24 +199,38 @@ def _needs_reference(method: str) -> bool:
     from lethe.core.methods import METHODS, terms_for
 
     ref = {"source": "unused.jsonl"}
-    return any(t.needs_reference for t in terms_for(METHODS[method].stage(forget=ref, normal=ref,
-                                                                         train={"steps": 1})))
+    return any(
+        t.needs_reference
+        for t in terms_for(METHODS[method].stage(forget=ref, normal=ref, train={"steps": 1}))
+    )
 
 
 def table(results: list[dict]) -> str:
     """Markdown: one line per method, plain / live / cached seconds per step and peak RSS."""
-    lines = [("| method | rows | tokens | plain s/step | live s/step | cached s/step | live/plain | "
-              "cached/plain | peak RSS plain / live / cached (GB) |"), "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        (
+            "| method | rows | tokens | plain s/step | live s/step | cached s/step | live/plain | "
+            "cached/plain | peak RSS plain / live / cached (GB) |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     by_method: dict[str, dict[str, dict]] = {}
     for row in results:
         by_method.setdefault(row["method"], {})[row["impl"]] = row
     for method, rows in by_method.items():
         plain, live, cached = rows["plain"], rows["live"], rows.get("cached")
         base = plain["s_per_step_median"]
-        cells = [method, live["rows"], live["tokens"], base, live["s_per_step_median"],
-                 cached["s_per_step_median"] if cached else "-", f"{live['s_per_step_median'] / base:.2f}",
-                 f"{cached['s_per_step_median'] / base:.2f}" if cached else "-",
-                 f"{plain['peak_rss_gb']} / {live['peak_rss_gb']} / {cached['peak_rss_gb'] if cached else '-'}"]
+        cells = [
+            method,
+            live["rows"],
+            live["tokens"],
+            base,
+            live["s_per_step_median"],
+            cached["s_per_step_median"] if cached else "-",
+            f"{live['s_per_step_median'] / base:.2f}",
+            f"{cached['s_per_step_median'] / base:.2f}" if cached else "-",
+            f"{plain['peak_rss_gb']} / {live['peak_rss_gb']} / {cached['peak_rss_gb'] if cached else '-'}",
+        ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
@@ -197,8 +266,14 @@ def main() -> None:
     if yao:
         ours = next(r for r in results if r["method"] == "yao" and r["impl"] == "live")
         print(json.dumps(yao))
-        print(json.dumps({"ours_over_yao": round(ours["s_per_step_median"] / yao["s_per_step_median"], 3),
-                          "rss_ours_over_yao": round(ours["peak_rss_gb"] / yao["peak_rss_gb"], 3)}))
+        print(
+            json.dumps(
+                {
+                    "ours_over_yao": round(ours["s_per_step_median"] / yao["s_per_step_median"], 3),
+                    "rss_ours_over_yao": round(ours["peak_rss_gb"] / yao["peak_rss_gb"], 3),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -6,10 +6,10 @@ failed job with that message. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-from .data import DataError
-from .models import ModelError
-from .runfolder import RunFolderError
-from .spec import SpecError
-from .tokens import OverlengthError
+from lethe.core.data.examples import DataError
+from lethe.core.data.tokens import OverlengthError
+from lethe.core.models.errors import ModelError
+from lethe.core.run.folder import RunFolderError
+from lethe.core.spec.job import SpecError
 
 USER_ERRORS: tuple[type[Exception], ...] = (SpecError, DataError, ModelError, OverlengthError, RunFolderError)

@@ -1,5 +1,5 @@
 import sys
 
-from lethe.cli import main
+from lethe.cli.main import main
 
 sys.exit(main())

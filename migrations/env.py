@@ -1,12 +1,12 @@
-"""Alembic environment: the URL comes from the caller (lethe.service.migrate) or the settings."""
+"""Alembic environment: the URL comes from the caller (lethe.service.infra.migrate) or the settings."""
 
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import engine_from_config, pool
+from sqlalchemy import Connection, engine_from_config, pool
 
-from lethe.service.db import Base
-from lethe.service.settings import Settings
+from lethe.service.infra.db import Base
+from lethe.service.infra.settings import Settings
 
 config = context.config
 target_metadata = Base.metadata
@@ -17,8 +17,7 @@ def _url() -> str:
 
 
 def run_offline() -> None:
-    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True,
-                      render_as_batch=True)
+    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -33,7 +32,7 @@ def run_online() -> None:
         _run_with(conn)
 
 
-def _run_with(connection) -> None:  # type: ignore[no-untyped-def]
+def _run_with(connection: Connection) -> None:
     # render_as_batch: SQLite cannot ALTER most things; batch mode copies the table instead.
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():

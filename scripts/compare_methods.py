@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def method_spec(spec_path: Path, method: str, args: argparse.Namespace) -> Any:
     """The spec of one comparison run (validated, sources resolved against the spec's folder)."""
-    from lethe.core.spec import absolutise_sources, parse_spec
-    from lethe.core.sweep import with_method
+    from lethe.core.run.sweep import with_method
+    from lethe.core.spec.job import absolutise_sources, parse_spec
 
     data = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
     data["name"] = f"{data.get('name', 'job')}-{method}"[:64]
@@ -65,20 +65,27 @@ def method_spec(spec_path: Path, method: str, args: argparse.Namespace) -> Any:
         if args.rephrase_prompts is not None:
             data["probes"]["rephrase"] = {"max_prompts": args.rephrase_prompts}
     spec = parse_spec(data)
-    absolutise_sources(spec, spec_path.resolve().parent)
+    spec = absolutise_sources(spec, spec_path.resolve().parent)
     return spec
 
 
 def common_flags(args: argparse.Namespace) -> list[str]:
     """The switches every run of the comparison shares (passed to each child and shown per row)."""
-    flags = (["--no-probes"] if args.no_probes else []) + (["--cache-reference"] if args.cache_reference else [])
+    flags = (["--no-probes"] if args.no_probes else []) + (
+        ["--cache-reference"] if args.cache_reference else []
+    )
     for name in ("steps", "probe_examples", "rephrase_prompts"):
         if getattr(args, name) is not None:
             flags += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     return flags
 
 
-SHARED = ("forget_generated.jsonl", "normal_generated.jsonl", "eval_before.json", "checkpoints/finetune/final")
+SHARED = (
+    "forget_generated.jsonl",
+    "normal_generated.jsonl",
+    "eval_before.json",
+    "checkpoints/finetune/final",
+)
 
 
 def share_preamble(out: Path, method: str) -> None:
@@ -102,8 +109,8 @@ def share_preamble(out: Path, method: str) -> None:
 
 def run_one(args: argparse.Namespace) -> None:
     """One method's job, with seconds per unlearning step and peak RSS written to timing.json."""
-    from lethe.core.pipeline import run_job
-    from lethe.core.train import RunHooks
+    from lethe.core.run.pipeline import run_job
+    from lethe.core.training.engine import RunHooks
 
     spec = method_spec(Path(args.spec), args.one, args)
     out = Path(args.out) / args.one
@@ -115,9 +122,11 @@ def run_one(args: argparse.Namespace) -> None:
 
     began = time.monotonic()
     run_job(spec, out, RunHooks(on_progress=progress))
-    timing = {"s_per_step": seen["elapsed"] / seen["steps_this_run"] if seen else None,
-              "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-              "wall_s": time.monotonic() - began}
+    timing = {
+        "s_per_step": seen["elapsed"] / seen["steps_this_run"] if seen else None,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "wall_s": time.monotonic() - began,
+    }
     if seen or not (out / "timing.json").exists():  # a resumed, already finished run keeps its timing
         (out / "timing.json").write_text(json.dumps(timing, indent=2) + "\n", encoding="utf-8")
 
@@ -162,25 +171,44 @@ def row(method: str, folder: Path, command: str) -> str:
     ppl = after["normal_ppl"] / before["normal_ppl"] - 1 if "normal_ppl" in after else None
     summary = _get(metrics, "probes", "summary") or {}
     probe_set = _get(metrics, "probes", "quantize") or {}  # the probes' own (smaller) evaluation set
-    baseline = (f"{_num(_get(probe_set, 'original', key))} → {_num(_get(probe_set, 'unlearned', key))}"
-                if probe_set else "-")
-    ppl_cell = (f"{_num(before['normal_ppl'])} → {_num(after['normal_ppl'])} ({_pct(ppl)})"
-                if ppl is not None else "-")
-    cells = [method, f"{_num(before.get(key))} → {_num(after.get(key))} ({_pct(change)})", ppl_cell,
-             _num(after.get("over_refusal")), _num(after.get("benign_similarity")), _num(after.get("mc1")),
-             _num(after.get("bleu_retain")),
-             baseline,
-             _num(_get(summary, "relearn", key)), _num(_get(summary, "relearn", "retained")),
-             _quantized(summary, 8, key), _quantized(summary, 4, key),
-             _num(_get(summary, "quantize_4bit", "retained")), _num(_get(summary, "rephrase", "harmful_rate")),
-             _num(timing.get("s_per_step")), _num(timing.get("peak_rss_gb")), f"`{command}`"]
+    baseline = (
+        f"{_num(_get(probe_set, 'original', key))} → {_num(_get(probe_set, 'unlearned', key))}"
+        if probe_set
+        else "-"
+    )
+    ppl_cell = (
+        f"{_num(before['normal_ppl'])} → {_num(after['normal_ppl'])} ({_pct(ppl)})"
+        if ppl is not None
+        else "-"
+    )
+    cells = [
+        method,
+        f"{_num(before.get(key))} → {_num(after.get(key))} ({_pct(change)})",
+        ppl_cell,
+        _num(after.get("over_refusal")),
+        _num(after.get("benign_similarity")),
+        _num(after.get("mc1")),
+        _num(after.get("bleu_retain")),
+        baseline,
+        _num(_get(summary, "relearn", key)),
+        _num(_get(summary, "relearn", "retained")),
+        _quantized(summary, 8, key),
+        _quantized(summary, 4, key),
+        _num(_get(summary, "quantize_4bit", "retained")),
+        _num(_get(summary, "rephrase", "harmful_rate")),
+        _num(timing.get("s_per_step")),
+        _num(timing.get("peak_rss_gb")),
+        f"`{command}`",
+    ]
     return "| " + " | ".join(cells) + " |"
 
 
-HEADER = ("| method | harmful rate / BLEU leakage | normal ppl | over-refusal | benign similarity | MC1 | "
-          "BLEU other book | probe set: original → unlearned | relearned | relearn retained | 8-bit (orig.) | "
-          "4-bit (orig.) | "
-          "4-bit retained | rephrased harmful rate | s/step | peak RSS GB | command |\n|" + "---|" * 17)
+HEADER = (
+    "| method | harmful rate / BLEU leakage | normal ppl | over-refusal | benign similarity | MC1 | "
+    "BLEU other book | probe set: original → unlearned | relearned | relearn retained | 8-bit (orig.) | "
+    "4-bit (orig.) | "
+    "4-bit retained | rephrased harmful rate | s/step | peak RSS GB | command |\n|" + "---|" * 17
+)
 
 
 def write_results(results: Path, spec_path: Path, table: str) -> None:
@@ -189,7 +217,7 @@ def write_results(results: Path, spec_path: Path, table: str) -> None:
     section = f"{start}\n## Methods compared on `examples/{spec_path.name}`\n\n{table}\n{end}"
     text = results.read_text(encoding="utf-8") if results.exists() else "# Results\n"
     if start in text and end in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     results.write_text(text, encoding="utf-8")
@@ -219,10 +247,31 @@ def main() -> None:
     switches = common_flags(args)
     for method in args.methods.split(","):
         mine = [f"--set {shlex.quote(s)}" for s in args.set if s.startswith(f"{method}.")]
-        command = " ".join(["python scripts/compare_methods.py", "--spec", args.spec, "--out", args.out,
-                            "--methods", method, *mine, *switches])
-        child = [sys.executable, __file__, "--one", method, "--spec", args.spec, "--out", args.out,
-                 *[x for s in args.set for x in ("--set", s)], *switches]
+        command = " ".join(
+            [
+                "python scripts/compare_methods.py",
+                "--spec",
+                args.spec,
+                "--out",
+                args.out,
+                "--methods",
+                method,
+                *mine,
+                *switches,
+            ]
+        )
+        child = [
+            sys.executable,
+            __file__,
+            "--one",
+            method,
+            "--spec",
+            args.spec,
+            "--out",
+            args.out,
+            *[x for s in args.set for x in ("--set", s)],
+            *switches,
+        ]
         if not args.table_only:
             share_preamble(Path(args.out), method)
             done = subprocess.run(child, cwd=ROOT, check=False)  # a failed run keeps its row

@@ -14,8 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from lethe.client import ClientError, Dataset, LetheClient, read_spec
-from lethe.core.report import before_after_table
+from lethe.client.sdk import ClientError, Dataset, LetheClient, read_spec
+from lethe.core.run.report import before_after_table
 
 
 def run(lethe: LetheClient, spec_path: Path, out: Path) -> int:
@@ -32,7 +32,7 @@ def run(lethe: LetheClient, spec_path: Path, out: Path) -> int:
     print(before_after_table(job.metrics or {}))
     lethe.download(job.id, out)  # every artifact, each SHA-256 checked; adapter.tar.gz extracted
     certificate, public_key = out / "certificate.json", out / "signing_key.pem"
-    lethe.certificate(job.id, certificate)
+    lethe.evidence.certificate(job.id, certificate)
     public_key.write_text(lethe.signing_key()["public_key_pem"], encoding="utf-8")
     checked = lethe.verify_certificate(certificate, pin_to_server=True)
     print(f"adapter:     {out / 'adapter.tar.gz'} (SHA-256 checked; extracted to {out / 'adapter'})")
@@ -43,8 +43,10 @@ def run(lethe: LetheClient, spec_path: Path, out: Path) -> int:
     print(f"  lethe verify {certificate} --public-key {public_key} --adapter {out / 'adapter.tar.gz'}")
     print("or with openssl alone (docs/compliance.md):")
     print(f"  lethe verify {certificate} --public-key {public_key} --openssl {out / 'openssl'}")
-    print(f"  openssl pkeyutl -verify -pubin -inkey {public_key} -rawin "
-          f"-in {out / 'openssl' / 'payload.bin'} -sigfile {out / 'openssl' / 'signature.bin'}")
+    print(
+        f"  openssl pkeyutl -verify -pubin -inkey {public_key} -rawin "
+        f"-in {out / 'openssl' / 'payload.bin'} -sigfile {out / 'openssl' / 'signature.bin'}"
+    )
     return 0 if checked.ok else 1
 
 
@@ -53,8 +55,9 @@ def main() -> int:
     parser.add_argument("spec")
     parser.add_argument("--url", default="http://127.0.0.1:8765")
     parser.add_argument("--out", default="result")
-    parser.add_argument("--key", default=os.environ.get("LETHE_API_KEY", ""),
-                        help="API key (default: LETHE_API_KEY)")
+    parser.add_argument(
+        "--key", default=os.environ.get("LETHE_API_KEY", ""), help="API key (default: LETHE_API_KEY)"
+    )
     args = parser.parse_args()
     if not args.key:
         sys.exit("error: no API key: set LETHE_API_KEY (or --key); create one with `lethe keys create`")

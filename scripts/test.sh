@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests, then the integration tier against the real PostgreSQL and
+# The whole test suite: the static checks (scripts/lint.sh), unit tests, then the integration tier against the real PostgreSQL and
 # Redis on this machine with real Celery worker processes. With CI=true an unreachable service
 # fails the run instead of skipping.
 set -euo pipefail
@@ -11,4 +11,5 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # on 2 cores, and oversubscribed OpenMP threads spin instead of working (several times slower)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 export LETHE_CACHE_DIR=${LETHE_CACHE_DIR:-$PWD/.lethe/cache}
+bash scripts/lint.sh  # ruff (lint, format) and mypy; the import contracts run as a test
 python -m pytest -q -p no:cacheprovider --timeout 600 tests "$@"

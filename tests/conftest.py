@@ -31,19 +31,28 @@ def build_tiny_tokenizer():
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     core.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
     core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>",
-                                   eos_token="</s>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
 
 
 def build_tiny_model(vocab_size: int, seed: int = 0):
     """A 2-layer random Llama (hidden 64) in eval mode; the same weights for the same seed."""
     import transformers
 
-    config = transformers.LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                      num_key_value_heads=2, intermediate_size=128,
-                                      vocab_size=vocab_size, max_position_embeddings=512,
-                                      pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                                      initializer_range=0.2)
+    config = transformers.LlamaConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        vocab_size=vocab_size,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        initializer_range=0.2,
+    )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = transformers.LlamaForCausalLM(config)

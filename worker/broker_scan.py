@@ -1,4 +1,4 @@
-"""Which jobs a Redis broker holds, for the reconciler (`lethe.service.reconcile`).
+"""Which jobs a Redis broker holds, for the reconciler (`lethe.service.jobs.reconcile`).
 
 Kombu's Redis transport keeps waiting messages in one list per queue and priority, and delivered
 but unacknowledged ones (acks_late: until the task ends) in the `unacked` hash. A job the

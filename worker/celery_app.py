@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from lethe.service.settings import Settings
+from lethe.service.infra.settings import Settings
 
 
 def make_celery(settings: Settings) -> Celery:

@@ -2,7 +2,7 @@
 
 `CeleryDispatcher` sends one task per job to the job's queue (`gpu` or `cpu`) on the broker;
 `InProcessDispatcher` (the embedded mode) runs jobs on threads of the API process. Both end in
-`lethe.service.execution.execute_job`, so the code paths differ only in the transport.
+`lethe.service.jobs.execution.execute_job`, so the code paths differ only in the transport.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 
-from lethe.service.execution import Outcome, execute_job, requeue_orphans
-from lethe.service.runtime import Dispatcher, Runtime
-from lethe.service.settings import Settings
+from lethe.service.infra.runtime import Dispatcher, Runtime
+from lethe.service.infra.settings import Settings
+from lethe.service.jobs.claim import Outcome
+from lethe.service.jobs.execution import execute_job, requeue_orphans
 
 log = logging.getLogger(__name__)
 TASK_NAME = "lethe.run_job"
@@ -25,14 +26,19 @@ QUEUES = ("cpu", "gpu")
 
 class CeleryDispatcher:
     def __init__(self, settings: Settings) -> None:
-        from .celery_app import make_celery
+        from lethe.worker.celery_app import make_celery
 
         self.app = make_celery(settings)
 
     def dispatch(self, job_id: uuid.UUID, queue: str) -> None:
         # A short publish retry: the API answers 503 quickly when the broker is down.
-        self.app.send_task(TASK_NAME, args=[str(job_id)], queue=queue, retry=True,
-                           retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5})
+        self.app.send_task(
+            TASK_NAME,
+            args=[str(job_id)],
+            queue=queue,
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+        )
 
     def start(self) -> None:
         pass
@@ -47,7 +53,7 @@ class CeleryDispatcher:
     def pending(self) -> set[uuid.UUID] | None:
         """Jobs the broker holds (waiting in a queue, or delivered and not yet acknowledged);
         None when the transport cannot be inspected (only Redis can)."""
-        from .broker_scan import redis_pending
+        from lethe.worker.broker_scan import redis_pending
 
         with self.app.connection_for_read() as conn:
             if conn.transport_cls not in ("redis", "rediss"):
@@ -59,16 +65,22 @@ class InProcessDispatcher:
     """Worker threads consuming an in-memory queue; jobs left over by a previous process
     (queued, or running when it stopped) are queued again at start."""
 
-    def __init__(self, execute: Callable[[uuid.UUID], Outcome], threads: int, retry_after_s: float,
-                 recover: Callable[[], list[tuple[uuid.UUID, str]]] | None = None,
-                 defer_s: float | None = None) -> None:
+    def __init__(
+        self,
+        execute: Callable[[uuid.UUID], Outcome],
+        threads: int,
+        retry_after_s: float,
+        recover: Callable[[], list[tuple[uuid.UUID, str]]] | None = None,
+        defer_s: float | None = None,
+    ) -> None:
         self.execute, self.retry_after_s, self.recover = execute, retry_after_s, recover
         self.defer_s = retry_after_s if defer_s is None else defer_s
         self.queue: queue.Queue[uuid.UUID | None] = queue.Queue()
         self._held: Counter[uuid.UUID] = Counter()  # queued, running or waiting for a retry here
         self._lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._loop, name=f"lethe-worker-{i}", daemon=True)
-                        for i in range(threads)]
+        self.threads = [
+            threading.Thread(target=self._loop, name=f"lethe-worker-{i}", daemon=True) for i in range(threads)
+        ]
 
     def dispatch(self, job_id: uuid.UUID, queue: str) -> None:
         self._hold(job_id, +1)
@@ -87,7 +99,7 @@ class InProcessDispatcher:
     def start(self) -> None:
         for thread in self.threads:
             thread.start()
-        for job_id, queue_name in (self.recover() if self.recover else []):
+        for job_id, queue_name in self.recover() if self.recover else []:
             self.dispatch(job_id, queue_name)
 
     def stop(self) -> None:
@@ -124,8 +136,11 @@ def attach_dispatcher(rt: Runtime) -> Dispatcher:
     if rt.settings.broker_url:
         rt.dispatcher = CeleryDispatcher(rt.settings)
     else:
-        rt.dispatcher = InProcessDispatcher(lambda job_id: execute_job(rt, job_id),
-                                            rt.settings.inprocess_workers, rt.settings.job_lease_s,
-                                            recover=lambda: requeue_orphans(rt),
-                                            defer_s=rt.settings.quota_retry_after_s)
+        rt.dispatcher = InProcessDispatcher(
+            lambda job_id: execute_job(rt, job_id),
+            rt.settings.inprocess_workers,
+            rt.settings.job_lease_s,
+            recover=lambda: requeue_orphans(rt),
+            defer_s=rt.settings.quota_retry_after_s,
+        )
     return rt.dispatcher

@@ -9,12 +9,12 @@ import uuid
 from celery import Task
 from celery.signals import worker_init, worker_process_init
 
-from lethe.service.execution import Outcome, execute_job
-from lethe.service.runtime import Runtime, build_runtime
-from lethe.service.settings import Settings
-
-from .celery_app import app
-from .dispatch import TASK_NAME
+from lethe.service.infra.runtime import Runtime, build_runtime
+from lethe.service.infra.settings import Settings
+from lethe.service.jobs.claim import Outcome
+from lethe.service.jobs.execution import execute_job
+from lethe.worker.celery_app import app
+from lethe.worker.dispatch import TASK_NAME
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def worker_runtime() -> Runtime:
 def _preload_engine(**_: object) -> None:
     # Import torch and the engine once in the parent: forked pool processes start warm, so the
     # first job does not spend seconds on imports (CUDA itself initialises later, in the child).
-    import lethe.core.pipeline  # noqa: F401
+    import lethe.core.run.pipeline  # noqa: F401
 
 
 @worker_process_init.connect
@@ -38,7 +38,7 @@ def _serve_metrics(**_: object) -> None:
     if port:
         from prometheus_client import start_http_server
 
-        from lethe.service.metrics import REGISTRY
+        from lethe.service.infra.metrics import REGISTRY
 
         try:
             start_http_server(port, registry=REGISTRY)

@@ -11,11 +11,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from lethe.service import audit
-from lethe.service.runtime import Runtime
-
-from ..deps import AdminDep, RuntimeDep, SessionDep
-from ..schemas import ErrorOut
+from lethe.api.deps import AdminDep, RuntimeDep, SessionDep
+from lethe.api.schemas import ErrorOut
+from lethe.service.infra.runtime import Runtime
+from lethe.service.trust import audit
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 403, 422, 503)}
@@ -28,7 +27,9 @@ class AuditLineOut(BaseModel):
     tenant: str | None
     key_id: str | None
     actor: str = Field(description="key | anonymous | system")
-    action: str = Field(description="`METHOD /route/path` of a request, or `job.status`, `certificate.issued`")
+    action: str = Field(
+        description="`METHOD /route/path` of a request, or `job.status`, `certificate.issued`"
+    )
     target: str | None
     status_code: int | None
     request_sha256: str | None
@@ -60,20 +61,34 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 @router.get("", responses={**ERRORS, 200: {"content": {"application/x-ndjson": {}}}})
-def list_audit(rt: RuntimeDep, session: SessionDep, principal: AdminDep,
-               action: Annotated[str | None, Query(description="e.g. `POST /v1/jobs`, `job.status`")] = None,
-               key_id: str | None = None,
-               target: Annotated[str | None, Query(description="e.g. `job:ID`")] = None,
-               since: datetime | None = None, until: datetime | None = None,
-               after: Annotated[int, Query(ge=0, le=2**63 - 1, description="only lines with a larger seq")] = 0,
-               limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-               format: Literal["json", "jsonl"] = "json") -> Any:
+def list_audit(
+    rt: RuntimeDep,
+    session: SessionDep,
+    principal: AdminDep,
+    action: Annotated[str | None, Query(description="e.g. `POST /v1/jobs`, `job.status`")] = None,
+    key_id: str | None = None,
+    target: Annotated[str | None, Query(description="e.g. `job:ID`")] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1, description="only lines with a larger seq")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    format: Literal["json", "jsonl"] = "json",
+) -> Any:
     """The tenant's audit lines in order; `format=jsonl` exports every matching line."""
-    filters = audit.Filters(tenant=principal.tenant, action=action, key_id=key_id, target=target,
-                            since=_utc(since), until=_utc(until))
+    filters = audit.Filters(
+        tenant=principal.tenant,
+        action=action,
+        key_id=key_id,
+        target=target,
+        since=_utc(since),
+        until=_utc(until),
+    )
     if format == "jsonl":
-        return StreamingResponse(_export(rt, filters, after), media_type="application/x-ndjson",
-                                 headers={"Content-Disposition": 'attachment; filename="audit.jsonl"'})
+        return StreamingResponse(
+            _export(rt, filters, after),
+            media_type="application/x-ndjson",
+            headers={"Content-Disposition": 'attachment; filename="audit.jsonl"'},
+        )
     rows = list(session.scalars(audit.query(filters, after).limit(limit + 1)))
     items = [AuditLineOut.model_validate(audit.as_dict(r)) for r in rows[:limit]]
     return AuditPage(items=items, next_after=items[-1].seq if len(rows) > limit else None)

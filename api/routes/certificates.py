@@ -11,11 +11,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from lethe.certificate import ALGORITHM, key_id, public_key_pem, raw_public_key
-from lethe.service import certificates
-
-from ..deps import ReadDep, RuntimeDep
-from ..schemas import ErrorOut
+from lethe.api.deps import ReadDep, RuntimeDep
+from lethe.api.schemas import ErrorOut
+from lethe.evidence.certificate import ALGORITHM, key_id, public_key_pem, raw_public_key
+from lethe.service.trust import certificates
 
 router = APIRouter(tags=["certificates"])
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 403, 404, 409, 503)}
@@ -23,7 +22,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in
 
 class SigningKeyOut(BaseModel):
     algorithm: str = ALGORITHM
-    key_id: str = Field(description="SHA-256 (hex) of the raw public key: pin it with `lethe verify --key-id`")
+    key_id: str = Field(
+        description="SHA-256 (hex) of the raw public key: pin it with `lethe verify --key-id`"
+    )
     public_key: str = Field(description="the raw 32-byte public key, base64")
     public_key_pem: str = Field(description="the same key as PEM (SubjectPublicKeyInfo), for openssl")
 
@@ -32,16 +33,33 @@ class SigningKeyOut(BaseModel):
 def signing_key(request: Request) -> SigningKeyOut:
     """The public key that signs this service's certificates (no key needed to read it)."""
     public = request.app.state.signing_key.public_key()
-    return SigningKeyOut(key_id=key_id(public), public_key=base64.b64encode(raw_public_key(public)).decode(),
-                         public_key_pem=public_key_pem(public))
+    return SigningKeyOut(
+        key_id=key_id(public),
+        public_key=base64.b64encode(raw_public_key(public)).decode(),
+        public_key_pem=public_key_pem(public),
+    )
 
 
-@router.get("/v1/jobs/{job_id}/certificate", response_class=Response, responses={
-    **ERRORS, 200: {"content": {"application/json": {}},
-                    "description": "the canonical certificate file; check it with `lethe verify`"}})
-async def job_certificate(request: Request, rt: RuntimeDep, principal: ReadDep, job_id: uuid.UUID) -> Response:
+@router.get(
+    "/v1/jobs/{job_id}/certificate",
+    response_class=Response,
+    responses={
+        **ERRORS,
+        200: {
+            "content": {"application/json": {}},
+            "description": "the canonical certificate file; check it with `lethe verify`",
+        },
+    },
+)
+async def job_certificate(
+    request: Request, rt: RuntimeDep, principal: ReadDep, job_id: uuid.UUID
+) -> Response:
     """The signed unlearning certificate of a succeeded job (signed on the first request)."""
-    document = await run_in_threadpool(certificates.issue, rt, request.app.state.signing_key, job_id,
-                                       principal.tenant, principal.key_id)
-    return Response(document, media_type="application/json", headers={
-        "Content-Disposition": f'attachment; filename="certificate-{job_id}.json"'})
+    document = await run_in_threadpool(
+        certificates.issue, rt, request.app.state.signing_key, job_id, principal.tenant, principal.key_id
+    )
+    return Response(
+        document,
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="certificate-{job_id}.json"'},
+    )

@@ -10,33 +10,53 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile, status
 
-from lethe.service import datasets as service
-from lethe.service import idempotency
-from lethe.service.db import Dataset
-from lethe.service.errors import Invalid
-from lethe.service.runtime import Runtime
-from lethe.service.storage import CHUNK
-
-from ..deps import ReadDep, RuntimeDep, SessionDep, SubmitDep
-from ..schemas import DatasetOut, DatasetPage, ErrorOut, RegisterDataset
+from lethe.api.deps import ReadDep, RuntimeDep, SessionDep, SubmitDep
+from lethe.api.schemas import DatasetOut, DatasetPage, ErrorOut, RegisterDataset
+from lethe.service.infra import idempotency
+from lethe.service.infra.db import Dataset
+from lethe.service.infra.errors import Invalid
+from lethe.service.infra.object_store import CHUNK
+from lethe.service.infra.runtime import Runtime
+from lethe.service.storage import datasets as service
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut}
-                                           for code in (401, 403, 404, 409, 413, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (401, 403, 404, 409, 413, 422, 503)
+}
 
 
 def dataset_out(row: Dataset) -> DatasetOut:
-    return DatasetOut.model_validate({**{c: getattr(row, c) for c in (
-        "id", "name", "kind", "source", "sha256", "format", "columns", "row_count", "size",
-        "created_at")}, "schema": row.schema, "reference": f"dataset:{row.id}"})
+    return DatasetOut.model_validate(
+        {
+            **{
+                c: getattr(row, c)
+                for c in (
+                    "id",
+                    "name",
+                    "kind",
+                    "source",
+                    "sha256",
+                    "format",
+                    "columns",
+                    "row_count",
+                    "size",
+                    "created_at",
+                )
+            },
+            "schema": row.schema,
+            "reference": f"dataset:{row.id}",
+        }
+    )
 
 
 def _columns(raw: str) -> dict[str, str]:
     try:
         value = json.loads(raw or "{}")
     except json.JSONDecodeError as err:
-        raise Invalid.one("columns", f"not JSON ({err.msg}): send an object such as "
-                          '{"prompt": "question", "response": "answer"}') from None
+        raise Invalid.one(
+            "columns",
+            f'not JSON ({err.msg}): send an object such as {{"prompt": "question", "response": "answer"}}',
+        ) from None
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise Invalid.one("columns", "must be a JSON object of canonical name -> column name")
     return value
@@ -47,24 +67,35 @@ def upload_dataset(
     rt: RuntimeDep,
     principal: SubmitDep,
     file: Annotated[UploadFile, File(description="JSONL, CSV, Parquet or plain text")],
-    schema_: Annotated[str, Form(alias="schema",
-                                 description="pairs | prompts | pku_saferlhf | truthfulqa | book")] = "pairs",
-    format: Annotated[str, Form(description="auto (from the file name) | jsonl | csv | parquet | text")
-                      ] = "auto",
+    schema_: Annotated[
+        str, Form(alias="schema", description="pairs | prompts | pku_saferlhf | truthfulqa | book")
+    ] = "pairs",
+    format: Annotated[
+        str, Form(description="auto (from the file name) | jsonl | csv | parquet | text")
+    ] = "auto",
     columns: Annotated[str, Form(description='JSON object, e.g. {"prompt": "question"}')] = "{}",
     name: Annotated[str | None, Form(max_length=200)] = None,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", description="a client-made "
-                               "key: a retry with it returns the first result")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key", description="a client-made key: a retry with it returns the first result"
+        ),
+    ] = None,
 ) -> DatasetOut:
     """Upload a dataset: it is parsed and counted with its declared schema before it is stored."""
-    meta = service.DatasetMeta(name=name or file.filename or "upload", schema=schema_, format=format,
-                               columns=_columns(columns))
-    digest = "" if idempotency_key is None else idempotency.body_hash(
-        [_file_sha256(file), file.filename, schema_, format, columns, name])
+    meta = service.DatasetMeta(
+        name=name or file.filename or "upload", schema=schema_, format=format, columns=_columns(columns)
+    )
+    digest = (
+        ""
+        if idempotency_key is None
+        else idempotency.body_hash([_file_sha256(file), file.filename, schema_, format, columns, name])
+    )
 
     def create() -> uuid.UUID:
-        return service.upload_dataset(rt, file.file, file.filename or "upload", meta,
-                                      tenant=principal.tenant).id
+        return service.upload_dataset(
+            rt, file.file, file.filename or "upload", meta, tenant=principal.tenant
+        ).id
 
     return _once(rt, principal.tenant, "POST /v1/datasets", idempotency_key, digest, create)
 
@@ -77,8 +108,9 @@ def _file_sha256(file: UploadFile) -> str:
     return digest.hexdigest()
 
 
-def _once(rt: Runtime, tenant: str, endpoint: str, key: str | None, digest: str,
-          create: Callable[[], uuid.UUID]) -> DatasetOut:
+def _once(
+    rt: Runtime, tenant: str, endpoint: str, key: str | None, digest: str, create: Callable[[], uuid.UUID]
+) -> DatasetOut:
     slot = idempotency.Slot(tenant, endpoint, idempotency.check_key(key)) if key is not None else None
     dataset_id, _ = idempotency.run_once(rt, slot, digest, create)
     with rt.sessions() as session:
@@ -86,20 +118,34 @@ def _once(rt: Runtime, tenant: str, endpoint: str, key: str | None, digest: str,
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, responses=ERRORS)
-def register_dataset(rt: RuntimeDep, principal: SubmitDep, body: RegisterDataset,
-                     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-                     ) -> DatasetOut:
+def register_dataset(
+    rt: RuntimeDep,
+    principal: SubmitDep,
+    body: RegisterDataset,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> DatasetOut:
     """Register `s3://bucket/key` (an allowed bucket; validated now) or `hf:ORG/NAME` by reference."""
-    meta = service.DatasetMeta(name=body.name or body.source, schema=body.schema_, format=body.format,
-                               columns=body.columns)
+    meta = service.DatasetMeta(
+        name=body.name or body.source, schema=body.schema_, format=body.format, columns=body.columns
+    )
     digest = idempotency.body_hash(body.model_dump(mode="json", by_alias=True))
-    return _once(rt, principal.tenant, "POST /v1/datasets/register", idempotency_key, digest,
-                 lambda: service.register_dataset(rt, body.source, meta, tenant=principal.tenant).id)
+    return _once(
+        rt,
+        principal.tenant,
+        "POST /v1/datasets/register",
+        idempotency_key,
+        digest,
+        lambda: service.register_dataset(rt, body.source, meta, tenant=principal.tenant).id,
+    )
 
 
 @router.get("", responses=ERRORS)
-def list_datasets(session: SessionDep, principal: ReadDep, limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                  cursor: str | None = None) -> DatasetPage:
+def list_datasets(
+    session: SessionDep,
+    principal: ReadDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> DatasetPage:
     page = service.list_datasets(session, limit, cursor, tenant=principal.tenant)
     return DatasetPage(items=[dataset_out(r) for r in page.items], next_cursor=page.next_cursor)
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
-from lethe.service.metrics import exposition
-
-from ..deps import RuntimeDep
+from lethe.api.deps import RuntimeDep
+from lethe.service.infra.metrics import exposition
 
 router = APIRouter(tags=["health"])
 
@@ -19,9 +20,9 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _probe(fn: object) -> str:
+def _probe(fn: Callable[[], object]) -> str:
     try:
-        fn()  # type: ignore[operator]
+        fn()
         return "ok"
     except Exception as err:  # noqa: BLE001 - any failure means not ready; say which and why
         return f"unreachable: {str(err).splitlines()[0] if str(err) else type(err).__name__}"

@@ -12,24 +12,35 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from lethe.core.spec import JobSpec
-from lethe.service import idempotency
-from lethe.service import jobs as service
-from lethe.service.db import FINAL_STATES, Artifact, Job, JobEvent
-from lethe.service.runtime import Runtime
-from lethe.service.storage import iter_chunks
-
-from ..deps import ReadDep, RuntimeDep, SessionDep, SubmitDep
-from ..schemas import ArtifactOut, ErrorOut, EventOut, JobDetail, JobOut, JobPage
+from lethe.api.deps import ReadDep, RuntimeDep, SessionDep, SubmitDep
+from lethe.api.schemas import ArtifactOut, ErrorOut, EventOut, JobDetail, JobOut, JobPage
+from lethe.core.spec.job import JobSpec
+from lethe.service.infra import idempotency
+from lethe.service.infra.db import FINAL_STATES, Artifact, Job, JobEvent
+from lethe.service.infra.object_store import iter_chunks
+from lethe.service.infra.runtime import Runtime
+from lethe.service.jobs import records as service
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut}
-                                           for code in (401, 403, 404, 409, 413, 422, 429, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (401, 403, 404, 409, 413, 422, 429, 503)
+}
 SSE_POLL_S = 0.5
-CallbackUrl = Annotated[str | None, Query(max_length=2000, description="called (signed) on every state "
-                                          "change of this job, instead of the tenant's default webhook")]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", description="a client-made key "
-                                              "(e.g. a UUID): a retry with it returns the first result")]
+CallbackUrl = Annotated[
+    str | None,
+    Query(
+        max_length=2000,
+        description="called (signed) on every state "
+        "change of this job, instead of the tenant's default webhook",
+    ),
+]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="a client-made key (e.g. a UUID): a retry with it returns the first result",
+    ),
+]
 SSE_KEEPALIVE_S = 15.0
 
 
@@ -38,19 +49,32 @@ def job_detail(job: Job) -> JobDetail:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=ERRORS)
-def submit_job(rt: RuntimeDep, principal: SubmitDep, spec: JobSpec, response: Response,
-               idempotency_key: IdempotencyKey = None, callback_url: CallbackUrl = None) -> JobDetail:
+def submit_job(
+    rt: RuntimeDep,
+    principal: SubmitDep,
+    spec: JobSpec,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+    callback_url: CallbackUrl = None,
+) -> JobDetail:
     """Validate a job spec completely (model, datasets, hyperparameters) and queue it.
 
     With an `Idempotency-Key`, a retry returns the job the first request made."""
-    slot = idempotency.Slot(principal.tenant, "POST /v1/jobs", idempotency.check_key(idempotency_key)) \
-        if idempotency_key is not None else None
+    slot = (
+        idempotency.Slot(principal.tenant, "POST /v1/jobs", idempotency.check_key(idempotency_key))
+        if idempotency_key is not None
+        else None
+    )
     request: dict[str, Any] = spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
     if callback_url is not None:  # part of the request: a retry with another callback is another request
         request = {"spec": request, "callback_url": callback_url}
     digest = idempotency.body_hash(request)
     job_id, replayed = idempotency.run_once(
-        rt, slot, digest, lambda: service.create_job(rt, spec, tenant=principal.tenant, callback_url=callback_url).id)
+        rt,
+        slot,
+        digest,
+        lambda: service.create_job(rt, spec, tenant=principal.tenant, callback_url=callback_url).id,
+    )
     response.headers["Location"] = f"/v1/jobs/{job_id}"
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -58,9 +82,13 @@ def submit_job(rt: RuntimeDep, principal: SubmitDep, spec: JobSpec, response: Re
 
 
 @router.get("", responses=ERRORS)
-def list_jobs(session: SessionDep, principal: ReadDep, status: str | None = Query(None, description="queued | running | "
-              "succeeded | failed | cancelled"), limit: Annotated[int, Query(ge=1, le=200)] = 50,
-              cursor: str | None = None) -> JobPage:
+def list_jobs(
+    session: SessionDep,
+    principal: ReadDep,
+    status: str | None = Query(None, description="queued | running | succeeded | failed | cancelled"),
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> JobPage:
     page = service.list_jobs(session, status, limit, cursor, tenant=principal.tenant)
     return JobPage(items=[JobOut.model_validate(j) for j in page.items], next_cursor=page.next_cursor)
 
@@ -89,8 +117,9 @@ def _poll(rt: Runtime, job_id: uuid.UUID, after: int, tenant: str) -> tuple[str,
 
 
 def _sse(event: JobEvent) -> str:
-    data = json.dumps({"id": event.id, "ts": event.ts.isoformat(), "kind": event.kind,
-                       "payload": event.payload})
+    data = json.dumps(
+        {"id": event.id, "ts": event.ts.isoformat(), "kind": event.kind, "payload": event.payload}
+    )
     return f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
 
 
@@ -111,26 +140,44 @@ async def _stream(rt: Runtime, job_id: uuid.UUID, after: int, tenant: str) -> As
         await asyncio.sleep(SSE_POLL_S)
 
 
-@router.get("/{job_id}/events", response_model=list[EventOut],
-            responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}})
-def job_events(request: Request, rt: RuntimeDep, session: SessionDep, principal: ReadDep, job_id: uuid.UUID,
-               after: Annotated[int, Query(ge=0, le=2**63 - 1, description="only events with a larger id")] = 0,
-               limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
-               stream: Annotated[bool, Query(description="server-sent events until the job ends")] = False,
-               last_event_id: Annotated[int | None, Header(ge=0, le=2**63 - 1)] = None) -> Any:
+@router.get(
+    "/{job_id}/events",
+    response_model=list[EventOut],
+    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+)
+def job_events(
+    request: Request,
+    rt: RuntimeDep,
+    session: SessionDep,
+    principal: ReadDep,
+    job_id: uuid.UUID,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1, description="only events with a larger id")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    stream: Annotated[bool, Query(description="server-sent events until the job ends")] = False,
+    last_event_id: Annotated[int | None, Header(ge=0, le=2**63 - 1)] = None,
+) -> Any:
     """The job's progress log; `?stream=true` (or Accept: text/event-stream) streams it live."""
     if stream or "text/event-stream" in request.headers.get("accept", ""):
         service.get_job(session, job_id, tenant=principal.tenant)  # 404 before the stream starts
         start = max(after, last_event_id or 0)
-        return StreamingResponse(_stream(rt, job_id, start, principal.tenant), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            _stream(rt, job_id, start, principal.tenant),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     events = service.list_events(session, job_id, after, limit, tenant=principal.tenant)
     return [EventOut.model_validate(e) for e in events]
 
 
 def artifact_out(row: Artifact) -> ArtifactOut:
-    return ArtifactOut(name=row.name, size=row.size, sha256=row.sha256, content_type=row.content_type,
-                       created_at=row.created_at, url=f"/v1/jobs/{row.job_id}/artifacts/{row.name}")
+    return ArtifactOut(
+        name=row.name,
+        size=row.size,
+        sha256=row.sha256,
+        content_type=row.content_type,
+        created_at=row.created_at,
+        url=f"/v1/jobs/{row.job_id}/artifacts/{row.name}",
+    )
 
 
 @router.get("/{job_id}/artifacts", responses=ERRORS)
@@ -138,14 +185,25 @@ def list_artifacts(session: SessionDep, principal: ReadDep, job_id: uuid.UUID) -
     return [artifact_out(a) for a in service.list_artifacts(session, job_id, tenant=principal.tenant)]
 
 
-@router.get("/{job_id}/artifacts/{name}", response_class=StreamingResponse,
-            responses={**ERRORS, 200: {"content": {"application/octet-stream": {}},
-                                       "description": "the file, with X-Content-SHA256"}})
-def download_artifact(rt: RuntimeDep, session: SessionDep, principal: ReadDep, job_id: uuid.UUID,
-                      name: str) -> StreamingResponse:
+@router.get(
+    "/{job_id}/artifacts/{name}",
+    response_class=StreamingResponse,
+    responses={
+        **ERRORS,
+        200: {"content": {"application/octet-stream": {}}, "description": "the file, with X-Content-SHA256"},
+    },
+)
+def download_artifact(
+    rt: RuntimeDep, session: SessionDep, principal: ReadDep, job_id: uuid.UUID, name: str
+) -> StreamingResponse:
     """Stream an artifact with its Content-Length and SHA-256 (`X-Content-SHA256`)."""
     row = service.get_artifact(session, job_id, name, tenant=principal.tenant)
-    headers = {"Content-Length": str(row.size), "X-Content-SHA256": row.sha256, "ETag": f'"{row.sha256}"',
-               "Content-Disposition": f'attachment; filename="{row.name}"'}
-    return StreamingResponse(iter_chunks(rt.storage.open(row.storage_key)), media_type=row.content_type,
-                             headers=headers)
+    headers = {
+        "Content-Length": str(row.size),
+        "X-Content-SHA256": row.sha256,
+        "ETag": f'"{row.sha256}"',
+        "Content-Disposition": f'attachment; filename="{row.name}"',
+    }
+    return StreamingResponse(
+        iter_chunks(rt.storage.open(row.storage_key)), media_type=row.content_type, headers=headers
+    )

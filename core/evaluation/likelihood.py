@@ -10,15 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..config import PromptFormat
-from ..data import Example
-from ..losses import sequence_nll, token_logprobs
-from ..tokens import Encoded, collate, encode, pad_id_of
-from .runtime import batches, inference, model_device
+from lethe.core.data.examples import Example
+from lethe.core.data.tokens import Encoded, collate, encode, pad_id_of
+from lethe.core.evaluation.runtime import batches, inference, model_device
+from lethe.core.methods.losses import sequence_nll, token_logprobs
+from lethe.core.spec.fields import PromptFormat
 
 
-def score_encoded(model: Any, tokenizer: Any, rows: Sequence[Encoded],
-                  batch_size: int) -> list[tuple[float, int]]:
+def score_encoded(
+    model: Any, tokenizer: Any, rows: Sequence[Encoded], batch_size: int
+) -> list[tuple[float, int]]:
     """Per row: (summed NLL over its labelled tokens, number of labelled tokens).
 
     Each batch is collated to input_ids / attention_mask / labels [B, T]; logits are [B, T, V]
@@ -35,12 +36,15 @@ def score_encoded(model: Any, tokenizer: Any, rows: Sequence[Encoded],
             sums = sequence_nll(logp, mask, reduction="sum")  # [B]
             counts = mask.sum(dim=1)  # [B]
             # + 0.0 turns the -0.0 of an unscored row into 0.0
-            scores.extend((float(s) + 0.0, int(c)) for s, c in zip(sums.tolist(), counts.tolist()))
+            scores.extend(
+                (float(s) + 0.0, int(c)) for s, c in zip(sums.tolist(), counts.tolist(), strict=False)
+            )
     return scores
 
 
-def answer_nll(model: Any, tokenizer: Any, examples: Sequence[Example], fmt: PromptFormat,
-               batch_size: int) -> list[tuple[float, int]]:
+def answer_nll(
+    model: Any, tokenizer: Any, examples: Sequence[Example], fmt: PromptFormat, batch_size: int
+) -> list[tuple[float, int]]:
     """Per example: (Σ_i -log p(y_i | x, y_<i) over its answer tokens, number of answer tokens).
 
     An example whose answer is empty (or truncated away) gives (0.0, 0).
@@ -49,8 +53,9 @@ def answer_nll(model: Any, tokenizer: Any, examples: Sequence[Example], fmt: Pro
     return score_encoded(model, tokenizer, rows, batch_size)
 
 
-def choice_logliks(model: Any, tokenizer: Any, question: str, choices: Sequence[str],
-                   fmt: PromptFormat, batch_size: int) -> list[float]:
+def choice_logliks(
+    model: Any, tokenizer: Any, question: str, choices: Sequence[str], fmt: PromptFormat, batch_size: int
+) -> list[float]:
     """Summed log p(choice | prompt) of each choice, no length normalisation (as lm-eval does).
 
     The prompt is the template filled with `question`; the whitespace before `{response}` becomes

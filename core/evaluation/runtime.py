@@ -36,4 +36,4 @@ def batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     if size < 1:
         raise ValueError(f"batch size must be at least 1, got {size}")
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]

@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import EvalSpec, PromptFormat
-from ..data import Example, MCQuestion
-from . import scores
-from .generation import generate
-from .judges import Judge
-from .likelihood import answer_nll, choice_logliks
+from lethe.core.data.examples import Example, MCQuestion
+from lethe.core.evaluation import scores
+from lethe.core.evaluation.generation import generate
+from lethe.core.evaluation.judges import Judge
+from lethe.core.evaluation.likelihood import answer_nll, choice_logliks
+from lethe.core.spec.fields import EvalSpec, PromptFormat
 
 Row = dict[str, Any]
 
@@ -50,13 +50,20 @@ class _Run:
     fmt: PromptFormat
 
     def generate(self, examples: Sequence[Example]) -> list[str]:
-        return generate(self.model, self.tokenizer, [ex.prompt for ex in examples],
-                        self.fmt.template, self.spec.generation)
+        return generate(
+            self.model,
+            self.tokenizer,
+            [ex.prompt for ex in examples],
+            self.fmt.template,
+            self.spec.generation,
+        )
 
     def nll_rows(self, examples: Sequence[Example]) -> list[Row]:
         nlls = answer_nll(self.model, self.tokenizer, examples, self.fmt, self.spec.batch_size)
-        return [{"id": ex.id, "prompt": ex.prompt, "nll": s, "tokens": n}
-                for ex, (s, n) in zip(examples, nlls)]
+        return [
+            {"id": ex.id, "prompt": ex.prompt, "nll": s, "tokens": n}
+            for ex, (s, n) in zip(examples, nlls, strict=False)
+        ]
 
 
 def _nll_metric(rows: list[Row], name: str, as_perplexity: bool) -> dict[str, float]:
@@ -72,8 +79,10 @@ def _collect_harmful(run: _Run, examples: list[Example], judge: Judge | None) ->
     verdicts: list[bool | None] = [None] * len(examples)
     if judge is not None:
         verdicts = list(judge.judge([ex.prompt for ex in examples], responses))
-    return [{"id": ex.id, "prompt": ex.prompt, "response": r, "harmful": v,
-             "refusal": scores.is_refusal(r)} for ex, r, v in zip(examples, responses, verdicts)]
+    return [
+        {"id": ex.id, "prompt": ex.prompt, "response": r, "harmful": v, "refusal": scores.is_refusal(r)}
+        for ex, r, v in zip(examples, responses, verdicts, strict=False)
+    ]
 
 
 def _score_harmful(rows: list[Row]) -> dict[str, float]:
@@ -83,12 +92,15 @@ def _score_harmful(rows: list[Row]) -> dict[str, float]:
     return metrics
 
 
-def _collect_benign(run: _Run, examples: list[Example],
-                    references: dict[str, str] | None) -> list[Row]:
+def _collect_benign(run: _Run, examples: list[Example], references: dict[str, str] | None) -> list[Row]:
     rows = []
-    for ex, response in zip(examples, run.generate(examples)):
-        row: Row = {"id": ex.id, "prompt": ex.prompt, "response": response,
-                    "refusal": scores.is_refusal(response)}
+    for ex, response in zip(examples, run.generate(examples), strict=False):
+        row: Row = {
+            "id": ex.id,
+            "prompt": ex.prompt,
+            "response": response,
+            "refusal": scores.is_refusal(response),
+        }
         if references is not None and ex.id in references:
             row["reference"] = references[ex.id]
             row["similarity"] = scores.rouge_l_each([response], [references[ex.id]])[0]
@@ -100,17 +112,25 @@ def _score_benign(rows: list[Row]) -> dict[str, float]:
     metrics = {"over_refusal": scores.rate([r["refusal"] for r in rows])}
     compared = [r for r in rows if "reference" in r]
     if compared:
-        metrics["benign_similarity"] = scores.rouge_l([r["response"] for r in compared],
-                                                      [r["reference"] for r in compared])
+        metrics["benign_similarity"] = scores.rouge_l(
+            [r["response"] for r in compared], [r["reference"] for r in compared]
+        )
     return metrics
 
 
 def _collect_copyright(run: _Run, examples: list[Example]) -> list[Row]:
     rows = []
-    for ex, response in zip(examples, run.generate(examples)):
-        rows.append({"id": ex.id, "prompt": ex.prompt, "response": response, "reference": ex.response,
-                     "bleu": scores.bleu([response], [ex.response]),
-                     "rougeL": scores.rouge_l_each([response], [ex.response])[0]})
+    for ex, response in zip(examples, run.generate(examples), strict=False):
+        rows.append(
+            {
+                "id": ex.id,
+                "prompt": ex.prompt,
+                "response": response,
+                "reference": ex.response,
+                "bleu": scores.bleu([response], [ex.response]),
+                "rougeL": scores.rouge_l_each([response], [ex.response])[0],
+            }
+        )
     return rows
 
 
@@ -124,12 +144,14 @@ def _collect_mc(run: _Run, questions: list[MCQuestion]) -> list[Row]:
     for q in questions:
         row: Row = {"id": q.id, "question": q.question}
         if q.mc1_choices:
-            lls = choice_logliks(run.model, run.tokenizer, q.question, q.mc1_choices, run.fmt,
-                                 run.spec.batch_size)
+            lls = choice_logliks(
+                run.model, run.tokenizer, q.question, q.mc1_choices, run.fmt, run.spec.batch_size
+            )
             row.update(mc1=scores.mc1(lls, q.mc1_correct), mc1_logliks=lls)
         if q.mc2_choices:
-            lls = choice_logliks(run.model, run.tokenizer, q.question, q.mc2_choices, run.fmt,
-                                 run.spec.batch_size)
+            lls = choice_logliks(
+                run.model, run.tokenizer, q.question, q.mc2_choices, run.fmt, run.spec.batch_size
+            )
             row.update(mc2=scores.mc2(lls, q.mc2_labels), mc2_logliks=lls)
         rows.append(row)
     return rows
@@ -150,9 +172,17 @@ def _record(result: EvalResult, name: str, rows: list[Row], metrics: dict[str, f
     result.responses.update({str(r["id"]): r["response"] for r in rows if "response" in r})
 
 
-def evaluate(model: Any, tokenizer: Any, spec: EvalSpec, fmt: PromptFormat, judge: Judge | None, *,
-             forget: list[Example] | None, reference_responses: dict[str, str] | None,
-             sets: EvalSets) -> EvalResult:
+def evaluate(
+    model: Any,
+    tokenizer: Any,
+    spec: EvalSpec,
+    fmt: PromptFormat,
+    judge: Judge | None,
+    *,
+    forget: list[Example] | None,
+    reference_responses: dict[str, str] | None,
+    sets: EvalSets,
+) -> EvalResult:
     """Measure `model` on every non-empty set; see the module docstring for what is reported.
 
     Sets are capped at `spec.max_examples` (copyright sets at `spec.copyright.max_examples` when

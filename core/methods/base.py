@@ -15,8 +15,8 @@ from typing import Literal
 
 import torch
 
-from .. import losses
-from ..config import DatasetRef, UnlearnCommon
+from lethe.core.methods import losses
+from lethe.core.spec.fields import DatasetRef, UnlearnCommon
 
 Rows = Literal["forget", "random", "normal", "idk"]
 Reduction = Literal["mean", "sum"]
@@ -90,8 +90,8 @@ class Method:
 
 
 def default_refusals() -> DatasetRef:
-    """The refusal answers Lethe ships (`lethe/data/refusals.jsonl`, one `text` per line)."""
-    return DatasetRef(source="builtin:refusals", schema="prompts", columns={"prompt": "text"})
+    """The refusal answers Lethe ships (`core/data/builtin/refusals.jsonl`, one `text` per line)."""
+    return DatasetRef(source="builtin:refusals", schema_="prompts", columns={"prompt": "text"})
 
 
 # ------------------------------------------------------------------ shared term losses

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..config import UnlearnCommon
-from .base import Reduction, Term, ascent, kl, nll, retain
+from lethe.core.methods.base import Reduction, Term, ascent, kl, nll, retain
+from lethe.core.spec.fields import UnlearnCommon
 
 
 class YaoStage(UnlearnCommon):
@@ -50,5 +50,7 @@ def ga_terms(p: GradientAscentStage) -> list[Term]:
 
 
 def graddiff_terms(p: GradDiffStage) -> list[Term]:
-    return [Term("forget", "forget", p.forget_weight, ascent(p.reduction)),
-            retain("nll", p.retain_weight, p.reduction)]
+    return [
+        Term("forget", "forget", p.forget_weight, ascent(p.reduction)),
+        retain("nll", p.retain_weight, p.reduction),
+    ]

@@ -12,9 +12,9 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from .. import losses
-from ..config import DatasetRef, UnlearnCommon
-from .base import Reduction, Term, TermInputs, default_refusals, nll, retain
+from lethe.core.methods import losses
+from lethe.core.methods.base import Reduction, Term, TermInputs, default_refusals, nll, retain
+from lethe.core.spec.fields import DatasetRef, UnlearnCommon
 
 RetainKind = Literal["nll", "kl"]
 
@@ -26,7 +26,9 @@ class NpoStage(UnlearnCommon):
     beta: float = Field(0.1, gt=0, description="β, inverse temperature of the log-ratio")
     forget_weight: float = Field(1.0, ge=0, description="weight of the NPO term (npo_coeff)")
     retain_weight: float = Field(1.0, ge=0, description="weight of the retain term")
-    retain_loss: RetainKind = Field("nll", description="nll: 'npo_grad_diff'; kl: 'npo_KL' (needs the reference)")
+    retain_loss: RetainKind = Field(
+        "nll", description="nll: 'npo_grad_diff'; kl: 'npo_KL' (needs the reference)"
+    )
 
 
 class SimNpoStage(UnlearnCommon):
@@ -45,10 +47,14 @@ class IdkStage(UnlearnCommon):
     method: Literal["idk"] = "idk"
     forget_weight: float = Field(1.0, ge=0, description="weight of the refusal-answer NLL")
     retain_weight: float = Field(1.0, ge=0, description="weight of the retain term")
-    retain_loss: RetainKind = Field("nll", description="nll: TOFU's retain NLL; kl: forward KL to the original "
-                                                       "on the normal rows (needs the reference)")
-    refusals: DatasetRef = Field(default_factory=default_refusals,
-                                 description="refusal answers, one drawn per forget prompt and step")
+    retain_loss: RetainKind = Field(
+        "nll",
+        description="nll: TOFU's retain NLL; kl: forward KL to the original "
+        "on the normal rows (needs the reference)",
+    )
+    refusals: DatasetRef = Field(
+        default_factory=default_refusals, description="refusal answers, one drawn per forget prompt and step"
+    )
     reduction: Reduction = "mean"
 
 
@@ -59,15 +65,20 @@ class IdkDpoStage(UnlearnCommon):
     beta: float = Field(0.1, gt=0)
     forget_weight: float = Field(1.0, ge=0, description="γ, weight of the DPO term")
     retain_weight: float = Field(1.0, ge=0, description="α, weight of the retain NLL")
-    refusals: DatasetRef = Field(default_factory=default_refusals,
-                                 description="the preferred answers, one drawn per forget prompt and step")
+    refusals: DatasetRef = Field(
+        default_factory=default_refusals,
+        description="the preferred answers, one drawn per forget prompt and step",
+    )
 
 
 def npo_terms(p: NpoStage) -> list[Term]:
     def loss(t: TermInputs) -> torch.Tensor:
         return losses.npo(t.need("logp"), t.mask, t.need("ref_logp"), p.beta)
 
-    return [Term("npo", "forget", p.forget_weight, loss, reference="logp"), retain(p.retain_loss, p.retain_weight)]
+    return [
+        Term("npo", "forget", p.forget_weight, loss, reference="logp"),
+        retain(p.retain_loss, p.retain_weight),
+    ]
 
 
 def simnpo_terms(p: SimNpoStage) -> list[Term]:
@@ -78,14 +89,26 @@ def simnpo_terms(p: SimNpoStage) -> list[Term]:
 
 
 def idk_terms(p: IdkStage) -> list[Term]:
-    return [Term("idk", "idk", p.forget_weight, nll(p.reduction)), retain(p.retain_loss, p.retain_weight, p.reduction)]
+    return [
+        Term("idk", "idk", p.forget_weight, nll(p.reduction)),
+        retain(p.retain_loss, p.retain_weight, p.reduction),
+    ]
 
 
 def idk_dpo_terms(p: IdkDpoStage) -> list[Term]:
     def loss(t: TermInputs) -> torch.Tensor:
         lose = t.paired()
-        return losses.dpo(t.need("logp"), t.mask, t.need("ref_logp"),
-                          lose.need("logp"), lose.mask, lose.need("ref_logp"), p.beta)
+        return losses.dpo(
+            t.need("logp"),
+            t.mask,
+            t.need("ref_logp"),
+            lose.need("logp"),
+            lose.mask,
+            lose.need("ref_logp"),
+            p.beta,
+        )
 
-    return [Term("idk_dpo", "idk", p.forget_weight, loss, reference="logp", pair="forget"),
-            retain("nll", p.retain_weight)]
+    return [
+        Term("idk_dpo", "idk", p.forget_weight, loss, reference="logp", pair="forget"),
+        retain("nll", p.retain_weight),
+    ]

@@ -9,19 +9,23 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from .. import losses
-from ..config import UnlearnCommon
-from .base import Term, TermInputs, retain
+from lethe.core.methods import losses
+from lethe.core.methods.base import Term, TermInputs, retain
+from lethe.core.spec.fields import UnlearnCommon
 
 
 class RmuStage(UnlearnCommon):
     """Representation Misdirection for Unlearning (Li et al. 2024, WMDP §5)."""
 
     method: Literal["rmu"] = "rmu"
-    layer: int | None = Field(None, ge=0, description="decoder layer ℓ whose output is steered; "
-                                                      "null: WMDP's depth (7 of 32 layers)")
-    steering_coeff: float = Field(20.0, gt=0, description="c: forget activations are pushed to c·u; "
-                                                          "scales with the model's activation norms")
+    layer: int | None = Field(
+        None, ge=0, description="decoder layer ℓ whose output is steered; null: WMDP's depth (7 of 32 layers)"
+    )
+    steering_coeff: float = Field(
+        20.0,
+        gt=0,
+        description="c: forget activations are pushed to c·u; scales with the model's activation norms",
+    )
     forget_weight: float = Field(1.0, ge=0)
     retain_weight: float = Field(100.0, ge=0, description="α, weight of the retain activation MSE")
     vector_seed: int = Field(0, ge=0, description="seed of the fixed random unit direction u")
@@ -52,13 +56,19 @@ def rmu_terms(p: RmuStage) -> list[Term]:
     def keep(t: TermInputs) -> torch.Tensor:
         return losses.activation_mse(t.need("hidden"), t.need("ref_hidden"), t.need("tokens"))
 
-    return [Term("rmu_forget", "forget", p.forget_weight, forget, reads="hidden", layer=p.layer),
-            Term("rmu_retain", "normal", p.retain_weight, keep, reference="hidden", reads="hidden",
-                 layer=p.layer)]
+    return [
+        Term("rmu_forget", "forget", p.forget_weight, forget, reads="hidden", layer=p.layer),
+        Term(
+            "rmu_retain", "normal", p.retain_weight, keep, reference="hidden", reads="hidden", layer=p.layer
+        ),
+    ]
 
 
 def undial_terms(p: UndialStage) -> list[Term]:
     def loss(t: TermInputs) -> torch.Tensor:
         return losses.undial(t.need("logits"), t.need("ref_logits"), t.need("targets"), t.mask, p.beta)
 
-    return [Term("undial", "forget", p.forget_weight, loss, reference="logits"), retain("nll", p.retain_weight)]
+    return [
+        Term("undial", "forget", p.forget_weight, loss, reference="logits"),
+        retain("nll", p.retain_weight),
+    ]

@@ -17,7 +17,7 @@ down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Timestamps are naive UTC (lethe.service.db.UTCDateTime); ids are UUIDs (CHAR(32) on SQLite).
+# Timestamps are naive UTC (lethe.service.infra.db.UTCDateTime); ids are UUIDs (CHAR(32) on SQLite).
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 

@@ -1,7 +1,7 @@
 """compliance: audit_log (hash-chained, append-only) and audit_head, certificates, webhooks
 
 The audit log refuses UPDATE and DELETE (and TRUNCATE on PostgreSQL) with triggers; the hash
-chain (lethe.service.audit) detects edits made by someone who drops the trigger.
+chain (lethe.service.trust.audit) detects edits made by someone who drops the trigger.
 
 Revision ID: 0003
 Revises: 0002
@@ -32,8 +32,11 @@ FOR EACH ROW EXECUTE FUNCTION lethe_audit_append_only();
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
 FOR EACH STATEMENT EXECUTE FUNCTION lethe_audit_append_only();
 """
-SQLITE_TRIGGERS = [f"""CREATE TRIGGER audit_log_no_{verb} BEFORE {verb.upper()} ON audit_log
-BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END""" for verb in ("update", "delete")]
+SQLITE_TRIGGERS = [
+    f"""CREATE TRIGGER audit_log_no_{verb} BEFORE {verb.upper()} ON audit_log
+BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END"""
+    for verb in ("update", "delete")
+]
 
 
 def _audit_tables() -> None:
@@ -83,8 +86,9 @@ def _webhook_tables() -> None:
     op.create_table(
         "webhook_deliveries",
         sa.Column("id", sa.Uuid(), primary_key=True),
-        sa.Column("job_id", sa.Uuid(), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False,
-                  index=True),
+        sa.Column(
+            "job_id", sa.Uuid(), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True
+        ),
         sa.Column("tenant", sa.String(64), nullable=False),
         sa.Column("event", sa.String(32), nullable=False),
         sa.Column("url", sa.Text(), nullable=False),
@@ -101,8 +105,13 @@ def _webhook_tables() -> None:
     op.create_table(
         "webhook_attempts",
         sa.Column("id", BigId, primary_key=True, autoincrement=True),
-        sa.Column("delivery_id", sa.Uuid(), sa.ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
-                  nullable=False, index=True),
+        sa.Column(
+            "delivery_id",
+            sa.Uuid(),
+            sa.ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        ),
         sa.Column("ts", sa.DateTime(), nullable=False),
         sa.Column("status_code", sa.Integer()),
         sa.Column("error", sa.Text()),
@@ -125,8 +134,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("webhook_attempts", "webhook_deliveries", "job_callbacks", "tenant_webhooks",
-                  "certificates", "audit_head"):
+    for table in (
+        "webhook_attempts",
+        "webhook_deliveries",
+        "job_callbacks",
+        "tenant_webhooks",
+        "certificates",
+        "audit_head",
+    ):
         op.drop_table(table)
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log")

@@ -24,8 +24,15 @@ from stackbase import free_port, throwaway_database, unavailable
 REDIS = os.environ.get("LETHE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 S3_BUCKET = "lethe-it"
 ADMIN_KEY = f"lethe-it-{uuid.uuid4().hex}"  # the stacks' LETHE_BOOTSTRAP_KEY (tenant `default`)
-FAST = {"LETHE_BOOTSTRAP_KEY": ADMIN_KEY, "LETHE_HEARTBEAT_S": "0.2", "LETHE_PROGRESS_INTERVAL_S": "0.2", "LETHE_LOG_LEVEL": "info",
-        "HF_HUB_OFFLINE": "1", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+FAST = {
+    "LETHE_BOOTSTRAP_KEY": ADMIN_KEY,
+    "LETHE_HEARTBEAT_S": "0.2",
+    "LETHE_PROGRESS_INTERVAL_S": "0.2",
+    "LETHE_LOG_LEVEL": "info",
+    "HF_HUB_OFFLINE": "1",
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+}
 
 
 @pytest.fixture(scope="session")
@@ -62,8 +69,13 @@ def s3_endpoint() -> Iterator[str]:
     endpoint = f"http://127.0.0.1:{port}"
     import boto3
 
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
-                 aws_secret_access_key="test").create_bucket(Bucket=S3_BUCKET)
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    ).create_bucket(Bucket=S3_BUCKET)
     yield endpoint
     server.stop()
 
@@ -125,28 +137,54 @@ def stop(*procs: subprocess.Popen) -> None:
 def serve(env: dict[str, str], folder: Path) -> tuple[subprocess.Popen, str, Path]:
     port = free_port()
     log = folder / "api.log"
-    proc = start([sys.executable, "-m", "lethe", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                 env, log)
+    proc = start(
+        [sys.executable, "-m", "lethe", "serve", "--host", "127.0.0.1", "--port", str(port)], env, log
+    )
     return proc, f"http://127.0.0.1:{port}", log
 
 
 @pytest.fixture(scope="session")
-def celery_stack(postgres_url: str, redis_url: str, s3_endpoint: str,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def celery_stack(
+    postgres_url: str, redis_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     """Production shape: PostgreSQL + Redis + S3 (moto) + a Celery worker process + the API."""
-    from lethe.service import migrate
-    from lethe.service.settings import Settings
+    from lethe.service.infra import migrate
+    from lethe.service.infra.settings import Settings
 
     folder = tmp_path_factory.mktemp("celery-stack")
-    env = {**FAST, "LETHE_DATABASE_URL": postgres_url, "LETHE_BROKER_URL": redis_url,
-           "LETHE_STORAGE": "s3", "LETHE_S3_ENDPOINT_URL": s3_endpoint, "LETHE_S3_BUCKET": S3_BUCKET,
-           "LETHE_DATA_DIR": str(folder / "api")}
+    env = {
+        **FAST,
+        "LETHE_DATABASE_URL": postgres_url,
+        "LETHE_BROKER_URL": redis_url,
+        "LETHE_STORAGE": "s3",
+        "LETHE_S3_ENDPOINT_URL": s3_endpoint,
+        "LETHE_S3_BUCKET": S3_BUCKET,
+        "LETHE_DATA_DIR": str(folder / "api"),
+    }
     migrate.upgrade(Settings(database_url=postgres_url, data_dir=folder))
     worker_log = folder / "worker.log"
-    worker = start([sys.executable, "-m", "celery", "-A", "lethe.worker.celery_app", "worker", "-Q", "cpu",
-                    "--concurrency", "1", "--loglevel", "INFO", "-n", f"it-{uuid.uuid4().hex[:8]}@%h",
-                    "--without-gossip", "--without-mingle"],
-                   {**env, "LETHE_DATA_DIR": str(folder / "worker")}, worker_log)
+    worker = start(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "lethe.worker.celery_app",
+            "worker",
+            "-Q",
+            "cpu",
+            "--concurrency",
+            "1",
+            "--loglevel",
+            "INFO",
+            "-n",
+            f"it-{uuid.uuid4().hex[:8]}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        {**env, "LETHE_DATA_DIR": str(folder / "worker")},
+        worker_log,
+    )
     api, url, api_log = serve(env, folder)
     try:
         wait_for_line(worker, worker_log, "ready.")

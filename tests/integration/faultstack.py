@@ -27,9 +27,15 @@ import pytest
 from stackbase import free_port, throwaway_database, unavailable
 
 KEY = f"lethe-faults-{uuid.uuid4().hex}"
-TIMINGS = {"LETHE_HEARTBEAT_S": "0.2", "LETHE_PROGRESS_INTERVAL_S": "0.2", "LETHE_JOB_LEASE_S": "3",
-           "LETHE_MAINTENANCE_INTERVAL_S": "0.5", "LETHE_MAX_ATTEMPTS": "5", "LETHE_TENANT_MAX_RUNNING": "4",
-           "LETHE_QUOTA_RETRY_AFTER_S": "1"}
+TIMINGS = {
+    "LETHE_HEARTBEAT_S": "0.2",
+    "LETHE_PROGRESS_INTERVAL_S": "0.2",
+    "LETHE_JOB_LEASE_S": "3",
+    "LETHE_MAINTENANCE_INTERVAL_S": "0.5",
+    "LETHE_MAX_ATTEMPTS": "5",
+    "LETHE_TENANT_MAX_RUNNING": "4",
+    "LETHE_QUOTA_RETRY_AFTER_S": "1",
+}
 
 
 def wait_until(check: object, timeout: float, what: str, logs: str = "") -> None:
@@ -56,12 +62,31 @@ class FaultStack:
     # ---------------------------------------------------------------- processes
     def _spawn(self, cmd: list[str], log: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         out = open(self.folder / log, "ab")  # noqa: SIM115 - the process writes to it until it ends
-        return subprocess.Popen(cmd, env={**os.environ, **self.env, **(env or {})}, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            cmd,
+            env={**os.environ, **self.env, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def start_redis(self) -> None:
-        self.redis = self._spawn(["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-                                  "--save", "", "--appendonly", "no", "--dir", str(self.folder)], "redis.log")
+        self.redis = self._spawn(
+            [
+                "redis-server",
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            "redis.log",
+        )
         wait_until(self._redis_up, 20, "redis-server", self.logs())
 
     def _redis_up(self) -> bool:
@@ -83,10 +108,29 @@ class FaultStack:
     def start_worker(self) -> subprocess.Popen:
         name = f"w{len(self.workers)}-{uuid.uuid4().hex[:6]}"
         log = f"worker-{name}.log"
-        proc = self._spawn([sys.executable, "-m", "celery", "-A", "lethe.worker.celery_app", "worker",
-                            "-Q", "cpu", "--concurrency", "1", "--loglevel", "INFO", "-n", f"{name}@%h",
-                            "--without-gossip", "--without-mingle", "--without-heartbeat"], log,
-                           {"LETHE_DATA_DIR": str(self.folder / name)})
+        proc = self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "lethe.worker.celery_app",
+                "worker",
+                "-Q",
+                "cpu",
+                "--concurrency",
+                "1",
+                "--loglevel",
+                "INFO",
+                "-n",
+                f"{name}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            log,
+            {"LETHE_DATA_DIR": str(self.folder / name)},
+        )
         ready = lambda: "ready." in (self.folder / log).read_text(errors="replace")  # noqa: E731
         wait_until(lambda: ready() or proc.poll() is not None, 90, f"worker {name}", self.logs())
         assert proc.poll() is None, self.logs()
@@ -112,8 +156,11 @@ class FaultStack:
         """Start `lethe serve`; a restarted API listens on the same port as before."""
         port = int(self.api_url.rsplit(":", 1)[1]) if self.api_url else free_port()
         self.api_url = f"http://127.0.0.1:{port}"
-        self.api = self._spawn([sys.executable, "-m", "lethe", "serve", "--host", "127.0.0.1",
-                                "--port", str(port)], "api.log", {"LETHE_DATA_DIR": str(self.folder / "api")})
+        self.api = self._spawn(
+            [sys.executable, "-m", "lethe", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            "api.log",
+            {"LETHE_DATA_DIR": str(self.folder / "api")},
+        )
         wait_until(self._api_ready, 90, "the API", self.logs())
 
     def _api_ready(self) -> bool:
@@ -152,8 +199,10 @@ class FaultStack:
         self.faults[fault] = self.faults.get(fault, 0) + 1
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2500:]}"
-                         for p in sorted(self.folder.glob("*.log")))
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-2500:]}"
+            for p in sorted(self.folder.glob("*.log"))
+        )
 
 
 @pytest.fixture(scope="module")
@@ -164,17 +213,26 @@ def fault_db() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def fault_stack(fault_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
-    from lethe.service import migrate
-    from lethe.service.settings import Settings
+    from lethe.service.infra import migrate
+    from lethe.service.infra.settings import Settings
 
     if shutil.which("redis-server") is None:
         unavailable("redis-server is not installed: the fault suite starts a Redis of its own")
     folder = tmp_path_factory.mktemp("faults")
     port = free_port()
-    env = {**TIMINGS, "LETHE_DATABASE_URL": fault_db, "LETHE_BROKER_URL": f"redis://127.0.0.1:{port}/0",
-           "LETHE_STORAGE": "local", "LETHE_STORAGE_DIR": str(folder / "storage"),
-           "LETHE_WORK_DIR": str(folder / "work"), "LETHE_BOOTSTRAP_KEY": KEY, "LETHE_LOG_LEVEL": "info",
-           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {
+        **TIMINGS,
+        "LETHE_DATABASE_URL": fault_db,
+        "LETHE_BROKER_URL": f"redis://127.0.0.1:{port}/0",
+        "LETHE_STORAGE": "local",
+        "LETHE_STORAGE_DIR": str(folder / "storage"),
+        "LETHE_WORK_DIR": str(folder / "work"),
+        "LETHE_BOOTSTRAP_KEY": KEY,
+        "LETHE_LOG_LEVEL": "info",
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
     migrate.upgrade(Settings(database_url=fault_db, data_dir=folder))
     stack = FaultStack(folder, env, fault_db, port)
     try:

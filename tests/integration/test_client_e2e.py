@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from lethe.cli import main
-from lethe.client import LetheClient
+from lethe.cli.main import main
+from lethe.client.sdk import LetheClient
 
 Stack = Any  # tests/integration/conftest.py:Stack
 
@@ -27,8 +27,8 @@ def sha256(path: Path) -> str:
 
 
 def test_sdk_runs_a_tiny_job_end_to_end(embedded_stack: Stack, tmp_path: Path) -> None:
-    from lethe.core.fingerprint import weights_sha256
-    from lethe.core.models import build_tiny
+    from lethe.core.models.fingerprint import weights_sha256
+    from lethe.core.models.tiny import build_tiny
 
     with LetheClient(embedded_stack.url, embedded_stack.env["LETHE_BOOTSTRAP_KEY"]) as lethe:
         job = lethe.submit(EXAMPLES / "tiny.yaml")
@@ -37,7 +37,7 @@ def test_sdk_runs_a_tiny_job_end_to_end(embedded_stack: Stack, tmp_path: Path) -
         paths = {p.name for p in lethe.download(job.id, tmp_path)}
         assert {"adapter.tar.gz", "metrics.json", "report.html", "model.json"} <= paths
         assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
-        lethe.certificate(job.id, tmp_path / "certificate.json")
+        lethe.evidence.certificate(job.id, tmp_path / "certificate.json")
         result = lethe.verify_certificate(tmp_path / "certificate.json", pin_to_server=True)
     assert result.ok and result.pinned, result.reason
     cert = result.certificate
@@ -53,16 +53,28 @@ def test_sdk_runs_a_tiny_job_end_to_end(embedded_stack: Stack, tmp_path: Path) -
     assert report.count("data:image/png;base64,") == 3 and "Sample generations" in report
 
 
-def test_cli_submits_waits_downloads_and_verifies(embedded_stack: Stack, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_submits_waits_downloads_and_verifies(
+    embedded_stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("LETHE_URL", embedded_stack.url)
     monkeypatch.setenv("LETHE_API_KEY", embedded_stack.env["LETHE_BOOTSTRAP_KEY"])
     assert main(["datasets", "upload", str(EXAMPLES / "data" / "tiny_forget.jsonl")]) == 0
     assert re.search(r"dataset:\S+  8 rows  sha256 [0-9a-f]{64}", capsys.readouterr().out)
 
-    assert main(["jobs", "submit", str(EXAMPLES / "tiny.yaml"), "--wait", "--quiet",
-                 "--out", str(tmp_path / "first")]) == 0
+    assert (
+        main(
+            [
+                "jobs",
+                "submit",
+                str(EXAMPLES / "tiny.yaml"),
+                "--wait",
+                "--quiet",
+                "--out",
+                str(tmp_path / "first"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     job_id = re.search(r"submitted job (\S+)", out).group(1)  # type: ignore[union-attr]
     assert "succeeded" in out and "forget_nll" in out and "certificate:" in out
@@ -73,8 +85,19 @@ def test_cli_submits_waits_downloads_and_verifies(embedded_stack: Stack, tmp_pat
     assert main(["jobs", "download", job_id, "--out", str(tmp_path / "again")]) == 0
     certificate = tmp_path / "again" / "certificate.json"
     assert certificate.read_bytes() == (tmp_path / "first" / "certificate.json").read_bytes()
-    assert main(["verify", str(certificate), "--key-id", key_id,
-                 "--adapter", str(tmp_path / "again" / "adapter.tar.gz")]) == 0
+    assert (
+        main(
+            [
+                "verify",
+                str(certificate),
+                "--key-id",
+                key_id,
+                "--adapter",
+                str(tmp_path / "again" / "adapter.tar.gz"),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
 
     monkeypatch.setenv("LETHE_API_KEY", "not-a-key")
@@ -83,8 +106,9 @@ def test_cli_submits_waits_downloads_and_verifies(embedded_stack: Stack, tmp_pat
     assert err.startswith("error: GET /v1/jobs/") and "401" in err and len(err.strip().splitlines()) == 1
 
 
-def test_cli_cancels_a_running_job(embedded_stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_cancels_a_running_job(
+    embedded_stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     key = embedded_stack.env["LETHE_BOOTSTRAP_KEY"]
     spec = yaml.safe_load((EXAMPLES / "tiny.yaml").read_text())
     spec["unlearn"]["train"]["steps"] = 400
@@ -107,7 +131,10 @@ def test_cli_cancels_a_running_job(embedded_stack: Stack, tmp_path: Path, monkey
         assert lethe.webhook_deliveries(job_id) == []  # no callback configured: nothing sent
         lines = lethe.audit(target=f"job:{job_id}")
     assert [line["detail"].get("status") for line in lines if line["action"] == "job.status"] == [
-        "queued", "running", "cancelled"]
+        "queued",
+        "running",
+        "cancelled",
+    ]
     assert any(line["action"] == "POST /v1/jobs/{job_id}/cancel" for line in lines)
 
 
@@ -117,15 +144,15 @@ def test_certificates_and_the_audit_chain_on_postgres_with_a_celery_worker(celer
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import DatabaseError
 
-    from lethe.service import audit
-    from lethe.service.runtime import build_runtime
-    from lethe.service.settings import Settings
+    from lethe.service.infra.runtime import build_runtime
+    from lethe.service.infra.settings import Settings
+    from lethe.service.trust import audit
 
     with LetheClient(celery_stack.url, celery_stack.env["LETHE_BOOTSTRAP_KEY"]) as lethe:
         submitted = [lethe.submit(EXAMPLES / "tiny.yaml") for _ in range(2)]
         for job in submitted:
             assert lethe.wait(job.id, progress=False, poll_s=0.2, timeout=240).status == "succeeded"
-            result = lethe.verify_certificate(lethe.certificate(job.id), pin_to_server=True)
+            result = lethe.verify_certificate(lethe.evidence.certificate(job.id), pin_to_server=True)
             assert result.ok and result.certificate["base_model"]["weights_sha256"], result.reason
     rt = build_runtime(Settings(database_url=celery_stack.database_url))
     try:

@@ -32,10 +32,18 @@ RNG = random.Random()  # a different kill step each run; printed with the eviden
 
 
 def spec(forget: str, steps: int, name: str = "fault") -> dict[str, Any]:
-    return {"name": name, "seed": 3, "model": {"name": "tiny-llama", "device": "cpu"},
-            "lora": {"rank": 4, "alpha": 8}, "format": {"max_length": 64},
-            "unlearn": {"method": "ga", "forget": {"source": forget},
-                        "train": {"lr": 0.005, "steps": steps, "batch_size": 2, "checkpoint_every": 2}}}
+    return {
+        "name": name,
+        "seed": 3,
+        "model": {"name": "tiny-llama", "device": "cpu"},
+        "lora": {"rank": 4, "alpha": 8},
+        "format": {"max_length": 64},
+        "unlearn": {
+            "method": "ga",
+            "forget": {"source": forget},
+            "train": {"lr": 0.005, "steps": steps, "batch_size": 2, "checkpoint_every": 2},
+        },
+    }
 
 
 def forget_set(client: httpx.Client) -> str:
@@ -85,13 +93,16 @@ def adapter(client: httpx.Client, job_id: str) -> dict[str, Any]:
 
 
 def events(stack: FaultStack, job_id: str) -> list[Any]:
-    from lethe.service.db import JobEvent
+    from lethe.service.infra.db import JobEvent
 
     engine = create_engine(stack.database_url)
     try:
         with Session(engine) as session:
-            return list(session.scalars(select(JobEvent).where(JobEvent.job_id == uuid.UUID(job_id))
-                                        .order_by(JobEvent.id)))
+            return list(
+                session.scalars(
+                    select(JobEvent).where(JobEvent.job_id == uuid.UUID(job_id)).order_by(JobEvent.id)
+                )
+            )
     finally:
         engine.dispose()
 
@@ -123,8 +134,10 @@ def test_killed_workers_resume_from_the_checkpoint_to_the_same_adapter(fault_sta
         torch.testing.assert_close(ours[name], theirs[name], rtol=1e-5, atol=1e-6)
     starts = first_steps_after_takeover(events(stack, victim))
     assert len(starts) >= 2 and all(s > 1 for s in starts), starts  # resumed, not restarted
-    print(f"EVIDENCE faults: worker SIGKILLed at step {kills[0]}, pool process at step {kills[1]}; "
-          f"resumed at steps {starts}; adapter equal to the uninterrupted run's (atol 1e-6)")
+    print(
+        f"EVIDENCE faults: worker SIGKILLed at step {kills[0]}, pool process at step {kills[1]}; "
+        f"resumed at steps {starts}; adapter equal to the uninterrupted run's (atol 1e-6)"
+    )
 
 
 def first_steps_after_takeover(log: list[Any]) -> list[int]:
@@ -158,8 +171,10 @@ def test_queued_jobs_survive_a_redis_restart_and_run_once(fault_stack: FaultStac
     for job_id in ids:
         runs = [e for e in events(stack, job_id) if e.kind == "status" and e.payload["status"] == "running"]
         assert len(runs) == 1, (job_id, [e.payload for e in runs])  # claimed once: never run twice
-    print(f"EVIDENCE faults: Redis restarted with {len(ids)} jobs queued; {len(ids)} dispatched again, "
-          "each ran exactly once")
+    print(
+        f"EVIDENCE faults: Redis restarted with {len(ids)} jobs queued; {len(ids)} dispatched again, "
+        "each ran exactly once"
+    )
 
 
 def terminate_connections(database_url: str) -> int:
@@ -170,9 +185,15 @@ def terminate_connections(database_url: str) -> int:
     admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            return len(conn.execute(text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": url.database}).all())
+            return len(
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :db AND pid <> pg_backend_pid()"
+                    ),
+                    {"db": url.database},
+                ).all()
+            )
     finally:
         admin.dispose()
 
@@ -208,8 +229,10 @@ def test_database_drops_and_an_api_restart_lose_nothing(fault_stack: FaultStack)
     # clean failures only: 503 while the database reconnects; refused or cut while the API restarts
     assert set(statuses) <= {200, 503, "connection refused", "connection cut"}, statuses
     assert statuses[200] > 0
-    print(f"EVIDENCE faults: {killed} database connections terminated in 3 rounds and the API "
-          f"SIGKILLed during a job; poll answers {dict(statuses)}; the job succeeded")
+    print(
+        f"EVIDENCE faults: {killed} database connections terminated in 3 rounds and the API "
+        f"SIGKILLed during a job; poll answers {dict(statuses)}; the job succeeded"
+    )
 
 
 def poll(stack: FaultStack, job_id: str, statuses: Counter[int | str], stop: threading.Event) -> None:
@@ -229,16 +252,21 @@ def poll(stack: FaultStack, job_id: str, statuses: Counter[int | str], stop: thr
 
 def test_nothing_was_lost(fault_stack: FaultStack) -> None:
     """Every job the suite submitted ended, and succeeded; no artifact row lacks its object."""
-    from lethe.service.db import Artifact, Job
+    from lethe.service.infra.db import Artifact, Job
 
     engine = create_engine(fault_stack.database_url)
     try:
         with Session(engine) as session:
             states = Counter(session.scalars(select(Job.status)))
-            missing = [a.storage_key for a in session.scalars(select(Artifact))
-                       if not (fault_stack.folder / "storage" / a.storage_key).is_file()]
+            missing = [
+                a.storage_key
+                for a in session.scalars(select(Artifact))
+                if not (fault_stack.folder / "storage" / a.storage_key).is_file()
+            ]
     finally:
         engine.dispose()
     assert set(states) == {"succeeded"} and not missing, (states, missing)
-    print(f"EVIDENCE faults: injected {dict(fault_stack.faults)}; jobs {dict(states)}; jobs lost 0; "
-          f"artifact rows without their object {len(missing)}")
+    print(
+        f"EVIDENCE faults: injected {dict(fault_stack.faults)}; jobs {dict(states)}; jobs lost 0; "
+        f"artifact rows without their object {len(missing)}"
+    )

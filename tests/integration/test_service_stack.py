@@ -59,9 +59,9 @@ def reload_adapter(archive: bytes, folder: Path) -> None:
     import peft
     import torch
 
-    from lethe.core.config import ModelSpec
-    from lethe.core.models import load_model
-    from lethe.service.artifacts import safe_extract
+    from lethe.core.models.loading import load_model
+    from lethe.core.spec.fields import ModelSpec
+    from lethe.service.storage.artifacts import safe_extract
 
     (folder / "adapter.tar.gz").write_bytes(archive)
     safe_extract(folder / "adapter.tar.gz", folder)
@@ -75,7 +75,7 @@ def reload_adapter(archive: bytes, folder: Path) -> None:
 
 
 def database_rows(stack: Stack, job_id: str) -> tuple[Any, list[Any], list[Any]]:
-    from lethe.service.db import Artifact, Job, JobEvent
+    from lethe.service.infra.db import Artifact, Job, JobEvent
 
     engine = create_engine(stack.database_url)
     try:

@@ -10,15 +10,15 @@ import pytest
 from fastapi.testclient import TestClient
 from service_helpers import AUTH, RecordingDispatcher, fake_run_job, fast_settings, free_port
 
-from lethe.api.app import create_app
-from lethe.service import migrate
-from lethe.service.runtime import Runtime, build_runtime
-from lethe.service.settings import Settings
+from lethe.cli.wiring import build_app
+from lethe.service.infra import migrate
+from lethe.service.infra.runtime import Runtime, build_runtime
+from lethe.service.infra.settings import Settings
 
 
 @pytest.fixture
 def fake_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("lethe.core.pipeline.run_job", fake_run_job)
+    monkeypatch.setattr("lethe.core.run.pipeline.run_job", fake_run_job)
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def client(settings: Settings, fake_engine: None) -> Iterator[TestClient]:
     """The embedded API (SQLite, local storage, in-process worker) with the fake engine."""
-    with TestClient(create_app(settings), headers=AUTH) as c:
+    with TestClient(build_app(settings), headers=AUTH) as c:
         yield c
 
 
@@ -46,7 +46,7 @@ def queued_runtime(settings: Settings) -> Iterator[tuple[Runtime, RecordingDispa
 @pytest.fixture
 def queued_client(queued_runtime: tuple[Runtime, RecordingDispatcher]) -> Iterator[TestClient]:
     """The API over a dispatcher that never runs anything: jobs stay queued."""
-    with TestClient(create_app(runtime=queued_runtime[0]), headers=AUTH) as c:
+    with TestClient(build_app(runtime=queued_runtime[0]), headers=AUTH) as c:
         yield c
 
 

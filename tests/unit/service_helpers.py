@@ -16,10 +16,10 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from lethe.core.data import DataError
-from lethe.core.pipeline import RunSummary
-from lethe.core.train import Cancelled, Progress, RunHooks
-from lethe.service.settings import Settings
+from lethe.core.data.examples import DataError
+from lethe.core.run.pipeline import RunSummary
+from lethe.core.training.engine import Cancelled, Progress, RunHooks
+from lethe.service.infra.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "data"
 ADMIN_KEY = "lethe-test-admin-key"  # the bootstrap key of the test settings (tenant `default`)
@@ -38,7 +38,7 @@ def fast_settings(data_dir: Path, **extra: Any) -> Settings:
 
 
 def fake_run_job(spec: Any, out_dir: Path, hooks: RunHooks | None = None) -> RunSummary:
-    """Stands in for lethe.core.pipeline.run_job. `spec.name` picks the behaviour:
+    """Stands in for lethe.core.run.pipeline.run_job. `spec.name` picks the behaviour:
     `fail` raises a DataError, `slow` takes 0.05 s per step; steps come from unlearn.train.steps."""
     hooks = hooks or RunHooks()
     out = Path(out_dir)
@@ -85,8 +85,9 @@ class RecordingDispatcher:
         return {job_id for job_id, _ in self.sent}
 
 
-def upload(client: TestClient, filename: str = "tiny_forget.jsonl", data: bytes | None = None,
-           **fields: str) -> Any:
+def upload(
+    client: TestClient, filename: str = "tiny_forget.jsonl", data: bytes | None = None, **fields: str
+) -> Any:
     """POST a file (by default one of examples/data) with form fields (schema, format, name...)."""
     content = data if data is not None else (EXAMPLES / filename).read_bytes()
     return client.post("/v1/datasets", files={"file": (filename, content)}, data=fields)
@@ -95,7 +96,8 @@ def upload(client: TestClient, filename: str = "tiny_forget.jsonl", data: bytes 
 def job_spec(forget: str, normal: str | None = None, **overrides: Any) -> dict[str, Any]:
     """A small valid spec (method ga needs no normal data) over dataset references."""
     spec: dict[str, Any] = {
-        "name": "t", "model": {"name": "tiny-llama", "device": "cpu"},
+        "name": "t",
+        "model": {"name": "tiny-llama", "device": "cpu"},
         "unlearn": {"method": "ga", "forget": {"source": forget}, "train": {"steps": 3}},
     }
     if normal:
@@ -104,8 +106,12 @@ def job_spec(forget: str, normal: str | None = None, **overrides: Any) -> dict[s
     return spec
 
 
-def wait_for(client: TestClient, job_id: str, states: tuple[str, ...] = ("succeeded", "failed", "cancelled"),
-             timeout: float = 20.0) -> dict[str, Any]:
+def wait_for(
+    client: TestClient,
+    job_id: str,
+    states: tuple[str, ...] = ("succeeded", "failed", "cancelled"),
+    timeout: float = 20.0,
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.get(f"/v1/jobs/{job_id}").json()

@@ -13,12 +13,13 @@ from pydantic import SecretStr
 from service_helpers import ADMIN_KEY, fast_settings
 from sqlalchemy import select
 
-from lethe.api.app import create_app
 from lethe.api.deps import PrincipalDep
-from lethe.service import auth, migrate
-from lethe.service.cli import main
-from lethe.service.db import ApiKey
-from lethe.service.runtime import build_runtime
+from lethe.cli.service import main
+from lethe.cli.wiring import build_app
+from lethe.service.infra import migrate
+from lethe.service.infra.db import ApiKey
+from lethe.service.infra.runtime import build_runtime
+from lethe.service.trust import auth
 
 pytest_plugins = ["service_fixtures"]
 
@@ -32,8 +33,9 @@ def cli_key(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     return capsys.readouterr().out.strip().splitlines()[-1]  # the key alone on the last line
 
 
-def test_cli_keys_work_against_the_data_dir_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_keys_work_against_the_data_dir_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("LETHE_DATA_DIR", str(tmp_path / "data"))
     key = cli_key(capsys, "--tenant", "acme", "--scopes", "read,submit", "--name", "ci")
     assert key.startswith("lethe_") and " " not in key
@@ -46,8 +48,9 @@ def test_cli_keys_work_against_the_data_dir_database(tmp_path: Path, monkeypatch
     with rt.sessions() as session:
         row = session.scalars(select(ApiKey).where(ApiKey.id == key_id)).one()
         assert row.key_hash == hashlib.sha256(key.encode()).hexdigest()  # only the hash is stored
-        assert auth.authenticate(session, key) == auth.Principal(key_id, "acme",
-                                                                 frozenset({"read", "submit"}))
+        assert auth.authenticate(session, key) == auth.Principal(
+            key_id, "acme", frozenset({"read", "submit"})
+        )
     assert main(["keys", "revoke", key_id]) == 0
     with rt.sessions() as session:
         assert auth.authenticate(session, key) is None
@@ -59,7 +62,7 @@ def test_cli_keys_work_against_the_data_dir_database(tmp_path: Path, monkeypatch
 
 
 def test_missing_unknown_and_revoked_keys_get_401(settings, fake_engine) -> None:  # noqa: ANN001
-    with TestClient(create_app(settings)) as anonymous:
+    with TestClient(build_app(settings)) as anonymous:
         r = anonymous.get("/v1/jobs")
         assert r.status_code == 401 and "Authorization: Bearer" in r.json()["detail"]
         assert r.headers["www-authenticate"] == "Bearer"
@@ -79,8 +82,11 @@ def test_scopes_are_enforced(client: TestClient) -> None:
     rt = client.app.state.runtime
     _, reader = auth.create_key(rt.sessions, "default", "read")
     _, submitter = auth.create_key(rt.sessions, "default", "submit")
-    r = client.post("/v1/datasets", headers=bearer(reader),
-                    files={"file": ("a.jsonl", b'{"prompt": "p", "response": "r"}\n')})
+    r = client.post(
+        "/v1/datasets",
+        headers=bearer(reader),
+        files={"file": ("a.jsonl", b'{"prompt": "p", "response": "r"}\n')},
+    )
     assert r.status_code == 403 and "'submit' scope" in r.json()["detail"]
     assert client.get("/v1/datasets", headers=bearer(reader)).status_code == 200
     assert client.get("/v1/datasets", headers=bearer(submitter)).status_code == 403
@@ -111,7 +117,8 @@ def test_bootstrap_key_is_installed_rotated_and_revoked(tmp_path: Path) -> None:
     auth.install_bootstrap_key(rt.sessions, settings)
     with rt.sessions() as session:
         assert auth.authenticate(session, "first") == auth.Principal(
-            "bootstrap", "ops", frozenset(auth.SCOPES))
+            "bootstrap", "ops", frozenset(auth.SCOPES)
+        )
     second = settings.model_copy(update={"bootstrap_key": SecretStr("second")})
     auth.install_bootstrap_key(rt.sessions, second)
     auth.install_bootstrap_key(rt.sessions, second)  # again: idempotent

@@ -31,8 +31,12 @@ def test_upload_csv_and_parquet_with_column_mapping(client: TestClient, fmt: str
     frame = pd.DataFrame({"question": ["q1", "q2", "q3"], "answer": ["a1", "a2", "a3"]})
     buffer = io.BytesIO()
     frame.to_csv(buffer, index=False) if fmt == "csv" else frame.to_parquet(buffer)
-    r = upload(client, f"rows.{fmt}", buffer.getvalue(),
-               columns=json.dumps({"prompt": "question", "response": "answer"}))
+    r = upload(
+        client,
+        f"rows.{fmt}",
+        buffer.getvalue(),
+        columns=json.dumps({"prompt": "question", "response": "answer"}),
+    )
     assert r.status_code == 201, r.text
     assert (r.json()["row_count"], r.json()["format"]) == (3, fmt)
 
@@ -43,17 +47,21 @@ def test_upload_text_as_book(client: TestClient) -> None:
     assert r.json()["row_count"] > 0
 
 
-@pytest.mark.parametrize("name, data, fields, status, words", [
-    ("empty.jsonl", b"", {}, 422, "empty"),
-    ("rows.jsonl", b'{"prompt": "p"}\n', {}, 422, "response"),
-    ("rows.jsonl", b"not json\n", {}, 422, "rows.jsonl"),
-    ("rows.jsonl", b'{"prompt": "p", "response": "r"}\n', {"schema": "poem"}, 422, "schema"),
-    ("rows.jsonl", b'{"prompt": "p", "response": "r"}\n', {"columns": "{oops"}, 422, "columns"),
-    ("rows.dat", b"a,b\n", {}, 422, "format"),
-    ("rows.csv", b"\xff\xfe\x00bad", {}, 422, "UTF-8"),
-])
-def test_bad_uploads_say_what_to_fix(client: TestClient, name: str, data: bytes, fields: dict,
-                                     status: int, words: str) -> None:
+@pytest.mark.parametrize(
+    "name, data, fields, status, words",
+    [
+        ("empty.jsonl", b"", {}, 422, "empty"),
+        ("rows.jsonl", b'{"prompt": "p"}\n', {}, 422, "response"),
+        ("rows.jsonl", b"not json\n", {}, 422, "rows.jsonl"),
+        ("rows.jsonl", b'{"prompt": "p", "response": "r"}\n', {"schema": "poem"}, 422, "schema"),
+        ("rows.jsonl", b'{"prompt": "p", "response": "r"}\n', {"columns": "{oops"}, 422, "columns"),
+        ("rows.dat", b"a,b\n", {}, 422, "format"),
+        ("rows.csv", b"\xff\xfe\x00bad", {}, 422, "UTF-8"),
+    ],
+)
+def test_bad_uploads_say_what_to_fix(
+    client: TestClient, name: str, data: bytes, fields: dict, status: int, words: str
+) -> None:
     r = upload(client, name, data, **fields)
     assert r.status_code == status, r.text
     assert words in json.dumps(r.json()["detail"])
@@ -62,12 +70,12 @@ def test_bad_uploads_say_what_to_fix(client: TestClient, name: str, data: bytes,
 
 
 def test_upload_over_the_limit_is_413(tmp_path, fake_engine) -> None:
-    from lethe.api.app import create_app
-    from lethe.service import migrate
+    from lethe.cli.wiring import build_app
+    from lethe.service.infra import migrate
 
     s = fast_settings(tmp_path / "d", max_upload_mb=1)
     migrate.upgrade(s)
-    with TestClient(create_app(s), headers=AUTH) as c:
+    with TestClient(build_app(s), headers=AUTH) as c:
         r = upload(c, "big.jsonl", b'{"prompt": "p", "response": "r"}\n' * 80_000)
         assert r.status_code == 413
         assert "MiB" in r.json()["detail"]
@@ -76,8 +84,10 @@ def test_upload_over_the_limit_is_413(tmp_path, fake_engine) -> None:
             yield b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\n'
             for _ in range(40):
                 yield b"x" * 65_536
-        r = c.post("/v1/datasets", content=chunks(),
-                   headers={"Content-Type": "multipart/form-data; boundary=x"})
+
+        r = c.post(
+            "/v1/datasets", content=chunks(), headers={"Content-Type": "multipart/form-data; boundary=x"}
+        )
         assert r.status_code == 413, r.text
     assert not list((s.data_dir / "storage").glob("datasets/*"))
 
@@ -114,7 +124,7 @@ def test_delete_refused_while_a_queued_job_uses_it(queued_client: TestClient) ->
 
 
 def test_failed_storage_write_leaves_no_row(client: TestClient, monkeypatch) -> None:
-    from lethe.service.storage import LocalStorage, StorageError
+    from lethe.service.infra.object_store import LocalStorage, StorageError
 
     def broken(self, key, path):  # noqa: ANN001
         raise StorageError("disk full")

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from service_helpers import AUTH, fast_settings, job_spec, upload
 from sqlalchemy import func, select
 
-from lethe.api.app import create_app
-from lethe.service import db, migrate
+from lethe.cli.wiring import build_app
+from lethe.service.infra import db, migrate
 
 pytest_plugins = ["service_fixtures"]
 ROW = b'{"prompt": "p", "response": "r"}\n'
@@ -24,10 +24,11 @@ Send = Callable[[TestClient, str], Any]
 
 @pytest.fixture
 def api(tmp_path: Path, fake_engine: None) -> Iterator[TestClient]:
-    settings = fast_settings(tmp_path / "d", max_row_kb=4, max_json_kb=64, max_upload_mb=1,
-                             allowed_s3_buckets=["corpora"])
+    settings = fast_settings(
+        tmp_path / "d", max_row_kb=4, max_json_kb=64, max_upload_mb=1, allowed_s3_buckets=["corpora"]
+    )
     migrate.upgrade(settings)
-    with TestClient(create_app(settings), headers=AUTH) as client:
+    with TestClient(build_app(settings), headers=AUTH) as client:
         yield client
 
 
@@ -36,8 +37,11 @@ def state(client: TestClient) -> tuple[dict[str, int], list[str]]:
     rt = client.app.state.runtime
     with rt.sessions() as session:
         counts = {t.__tablename__: session.scalar(select(func.count()).select_from(t)) for t in TABLES}
-    files = sorted(str(p.relative_to(rt.settings.data_dir)) for p in rt.settings.data_dir.rglob("*")
-                   if p.is_file() and not p.name.startswith("lethe.db"))
+    files = sorted(
+        str(p.relative_to(rt.settings.data_dir))
+        for p in rt.settings.data_dir.rglob("*")
+        if p.is_file() and not p.name.startswith("lethe.db")
+    )
     return counts, files
 
 
@@ -54,6 +58,7 @@ def spec(change: Callable[[dict[str, Any]], object]) -> Send:
         body = job_spec(ds)
         change(body)
         return c.post("/v1/jobs", json=body)
+
     return send
 
 
@@ -72,15 +77,17 @@ CASES: dict[str, tuple[Send, int, str]] = {
     "missing prompt value": (up(b'{"prompt": null, "response": "r"}\n'), 422, "fix or remove the row"),
     "header-only CSV": (up(b"prompt,response\n", "a.csv"), 422, "no data rows"),
     "corrupt parquet": (up(b"PAR1 not really", "a.parquet"), 422, "re-export"),
-    "huge row": (up(json.dumps({"prompt": "x" * 6000, "response": "r"}).encode()), 413,
-                 "LETHE_MAX_ROW_KB"),
+    "huge row": (up(json.dumps({"prompt": "x" * 6000, "response": "r"}).encode()), 413, "LETHE_MAX_ROW_KB"),
     "upload over the size limit": (up(ROW * 40_000), 413, "LETHE_MAX_UPLOAD_MB"),
     "unknown schema": (up(ROW, schema="nope"), 422, "pairs"),
     "unknown format": (up(ROW, format="xlsx"), 422, "jsonl"),
     "columns not JSON": (up(ROW, columns="{bad"), 422, "send an object"),
     "format not told by the name": (up(ROW, "data.bin"), 422, "set format"),
-    "private-address URL registered": (register("http://169.254.169.254/latest/meta-data"), 422,
-                                       "s3://BUCKET/KEY"),
+    "private-address URL registered": (
+        register("http://169.254.169.254/latest/meta-data"),
+        422,
+        "s3://BUCKET/KEY",
+    ),
     "file URL registered": (register("file:///etc/passwd"), 422, "s3://BUCKET/KEY"),
     "bucket not allowed": (register("s3://secrets/x.jsonl"), 422, "LETHE_ALLOWED_S3_BUCKETS"),
     "malformed hub id": (register("hf:../../etc"), 422, "hf:ORG/NAME"),
@@ -93,25 +100,43 @@ CASES: dict[str, tuple[Send, int, str]] = {
     "model not allowed": (spec(lambda s: s["model"].update(name="evil/model")), 422, "LETHE_ALLOWED_MODELS"),
     "model path": (spec(lambda s: s["model"].update(name="/etc")), 422, "LETHE_ALLOWED_MODELS"),
     "remote code": (spec(lambda s: s["model"].update(trust_remote_code=True)), 422, "set it to false"),
-    "judge model path": (spec(lambda s: s.update(eval={"judge": {"kind": "checkpoint", "path": "/tmp"}})),
-                         422, "leave it unset"),
-    "judge check set path": (spec(lambda s: s.update(eval={"judge": {"check_set": "/etc/passwd"}})), 422,
-                             "builtin:"),
+    "judge model path": (
+        spec(lambda s: s.update(eval={"judge": {"kind": "checkpoint", "path": "/tmp"}})),
+        422,
+        "leave it unset",
+    ),
+    "judge check set path": (
+        spec(lambda s: s.update(eval={"judge": {"check_set": "/etc/passwd"}})),
+        422,
+        "builtin:",
+    ),
     "path traversal": (source("normal", "../../../../etc/passwd"), 422, "dataset:<id>"),
     "absolute path": (source("normal", "/etc/passwd"), 422, "dataset:<id>"),
     "private-address URL": (source("normal", "http://10.0.0.1/data.jsonl"), 422, "URLs are not fetched"),
     "file URL": (source("normal", "file:///etc/passwd"), 422, "URLs are not fetched"),
     "unknown builtin": (source("normal", "builtin:../../secrets"), 422, "shipped datasets"),
-    "unknown dataset id": (source("normal", "dataset:0b6f5d0e-1c1e-4d7a-9a7e-1a2b3c4d5e6f"), 422,
-                           "POST /v1/datasets"),
+    "unknown dataset id": (
+        source("normal", "dataset:0b6f5d0e-1c1e-4d7a-9a7e-1a2b3c4d5e6f"),
+        422,
+        "POST /v1/datasets",
+    ),
     "malformed dataset id": (source("normal", "dataset:xyz"), 422, "use the id"),
     "control characters": (source("normal", "builtin:a\x00b"), 422, "control characters"),
-    "spec body over the limit": (spec(lambda s: s.update(name="x", padding="y" * 70_000)), 413,
-                                 "LETHE_MAX_JSON_KB"),
-    "not JSON at all": (lambda c, _ds: c.post("/v1/jobs", content=b"{nope",
-                                              headers={"Content-Type": "application/json"}), 422, "JSON"),
-    "bad Idempotency-Key": (lambda c, ds: c.post("/v1/jobs", json=job_spec(ds),
-                                                 headers={"Idempotency-Key": "k" * 500}), 422, "printable"),
+    "spec body over the limit": (
+        spec(lambda s: s.update(name="x", padding="y" * 70_000)),
+        413,
+        "LETHE_MAX_JSON_KB",
+    ),
+    "not JSON at all": (
+        lambda c, _ds: c.post("/v1/jobs", content=b"{nope", headers={"Content-Type": "application/json"}),
+        422,
+        "JSON",
+    ),
+    "bad Idempotency-Key": (
+        lambda c, ds: c.post("/v1/jobs", json=job_spec(ds), headers={"Idempotency-Key": "k" * 500}),
+        422,
+        "printable",
+    ),
 }
 
 
@@ -137,8 +162,11 @@ def test_the_suite_is_broad() -> None:
 
 
 def test_names_are_sanitised(api: TestClient) -> None:
-    r = api.post("/v1/datasets", files={"file": ("../../etc/\u202egnp.jsonl", ROW)},
-                 data={"name": "a\r\nX-Injected: 1\x00/../b"})
+    r = api.post(
+        "/v1/datasets",
+        files={"file": ("../../etc/\u202egnp.jsonl", ROW)},
+        data={"name": "a\r\nX-Injected: 1\x00/../b"},
+    )
     assert r.status_code == 201, r.text
     assert r.json()["name"] == "b"  # the last path part, printable characters only
     r = upload(api, "..\\..\\evil.jsonl", ROW)

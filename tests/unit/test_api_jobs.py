@@ -31,15 +31,28 @@ def test_job_runs_to_success_with_progress_metrics_and_artifacts(client: TestCli
     assert r.headers["location"] == f"/v1/jobs/{r.json()['id']}"
     job = wait_for(client, r.json()["id"])
     assert job["status"] == "succeeded", job["error"]
-    assert job["progress"] == {"stage": "unlearn", "step": 3, "total": 3, "losses": {"loss": 1 / 3},
-                               "eta_s": 0.0, "elapsed_s": 0.03}
+    assert job["progress"] == {
+        "stage": "unlearn",
+        "step": 3,
+        "total": 3,
+        "losses": {"loss": 1 / 3},
+        "eta_s": 0.0,
+        "elapsed_s": 0.03,
+    }
     assert job["metrics"] == {"before": {"forget_nll": 1.0}, "after": {"forget_nll": 3.0}}
     assert job["stage"] == "unlearn" and job["attempts"] == 1 and job["finished_at"]
     kinds = [e["kind"] for e in client.get(f"/v1/jobs/{job['id']}/events").json()]
     assert kinds[:3] == ["status", "status", "stage"] and kinds[-1] == "status"
     assert kinds.count("progress") == 3
     names = {a["name"] for a in client.get(f"/v1/jobs/{job['id']}/artifacts").json()}
-    assert names == {"adapter.tar.gz", "metrics.json", "train_log.jsonl", "run.log", "spec.yaml", "report.html"}
+    assert names == {
+        "adapter.tar.gz",
+        "metrics.json",
+        "train_log.jsonl",
+        "run.log",
+        "spec.yaml",
+        "report.html",
+    }
 
 
 def test_artifact_download_is_streamed_with_length_and_sha256(client: TestClient, forget: str) -> None:
@@ -49,8 +62,11 @@ def test_artifact_download_is_streamed_with_length_and_sha256(client: TestClient
     assert r.headers["x-content-sha256"] == hashlib.sha256(r.content).hexdigest()
     assert int(r.headers["content-length"]) == len(r.content)
     with tarfile.open(fileobj=io.BytesIO(r.content)) as tar:
-        assert sorted(tar.getnames()) == ["adapter", "adapter/adapter_config.json",
-                                          "adapter/adapter_model.safetensors"]
+        assert sorted(tar.getnames()) == [
+            "adapter",
+            "adapter/adapter_config.json",
+            "adapter/adapter_model.safetensors",
+        ]
     assert client.get(f"/v1/jobs/{job['id']}/artifacts/nope").status_code == 404
 
 
@@ -80,15 +96,19 @@ def test_cancel_a_queued_job_at_once(queued_client: TestClient) -> None:
     assert r.json()["status"] == "cancelled" and r.json()["finished_at"]
 
 
-@pytest.mark.parametrize("change, field, words", [
-    (lambda s: s["unlearn"]["train"].update(lr=-1), "unlearn.ga.train.lr", "greater than 0"),
-    (lambda s: s["unlearn"].update(method="magic"), "unlearn", "magic"),
-    (lambda s: s["model"].update(name="no such model"), "model.name", "not allowed"),
-    (lambda s: s.update(colour="red"), "colour", "Extra inputs"),
-    (lambda s: s["unlearn"]["train"].pop("steps"), "unlearn.ga.train", "steps or train.epochs"),
-])
-def test_bad_specs_get_422_with_field_paths(client: TestClient, forget: str, change, field: str,
-                                            words: str) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(
+    "change, field, words",
+    [
+        (lambda s: s["unlearn"]["train"].update(lr=-1), "unlearn.ga.train.lr", "greater than 0"),
+        (lambda s: s["unlearn"].update(method="magic"), "unlearn", "magic"),
+        (lambda s: s["model"].update(name="no such model"), "model.name", "not allowed"),
+        (lambda s: s.update(colour="red"), "colour", "Extra inputs"),
+        (lambda s: s["unlearn"]["train"].pop("steps"), "unlearn.ga.train", "steps or train.epochs"),
+    ],
+)
+def test_bad_specs_get_422_with_field_paths(
+    client: TestClient, forget: str, change, field: str, words: str
+) -> None:  # noqa: ANN001
     spec = job_spec(forget)
     change(spec)
     problems = fields(client.post("/v1/jobs", json=spec))
@@ -97,9 +117,14 @@ def test_bad_specs_get_422_with_field_paths(client: TestClient, forget: str, cha
 
 def test_dataset_references_are_checked_before_queueing(client: TestClient, forget: str) -> None:
     missing = f"dataset:{uuid.uuid4()}"
-    spec = job_spec(forget, eval={"harmful_prompts": {"source": missing, "schema": "prompts"},
-                                  "normal": {"source": "/etc/passwd"},
-                                  "benign_prompts": {"source": "s3://other/x.jsonl"}})
+    spec = job_spec(
+        forget,
+        eval={
+            "harmful_prompts": {"source": missing, "schema": "prompts"},
+            "normal": {"source": "/etc/passwd"},
+            "benign_prompts": {"source": "s3://other/x.jsonl"},
+        },
+    )
     problems = fields(client.post("/v1/jobs", json=spec))
     assert "no dataset" in problems["eval.harmful_prompts.source"]
     assert "cannot be read by the service" in problems["eval.normal.source"]
@@ -128,8 +153,9 @@ def test_jobs_are_routed_by_device(queued_client: TestClient, queued_runtime) ->
     assert [q for _, q in queued_runtime[1].sent] == ["cpu", "gpu", "cpu"]
 
 
-def test_unreachable_queue_is_503_and_the_job_is_not_left_queued(queued_client: TestClient,
-                                                                  queued_runtime) -> None:  # noqa: ANN001
+def test_unreachable_queue_is_503_and_the_job_is_not_left_queued(
+    queued_client: TestClient, queued_runtime
+) -> None:  # noqa: ANN001
     ds = upload(queued_client).json()["reference"]
     queued_runtime[1].fail = True
     r = queued_client.post("/v1/jobs", json=job_spec(ds))
@@ -162,9 +188,10 @@ def test_openapi_docs_health_and_metrics(client: TestClient, forget: str) -> Non
     assert 'route="/v1/jobs/{job_id}"' in text
 
 
-def test_artifacts_that_cannot_be_stored_fail_the_job_without_rows(client: TestClient, forget: str,
-                                                                    monkeypatch) -> None:  # noqa: ANN001
-    from lethe.service.storage import LocalStorage, StorageError
+def test_artifacts_that_cannot_be_stored_fail_the_job_without_rows(
+    client: TestClient, forget: str, monkeypatch
+) -> None:  # noqa: ANN001
+    from lethe.service.infra.object_store import LocalStorage, StorageError
 
     real = LocalStorage.put_file
 
@@ -183,7 +210,7 @@ def test_artifacts_that_cannot_be_stored_fail_the_job_without_rows(client: TestC
 
 
 def test_readiness_fails_when_storage_does(client: TestClient, monkeypatch) -> None:  # noqa: ANN001
-    from lethe.service.storage import LocalStorage, StorageError
+    from lethe.service.infra.object_store import LocalStorage, StorageError
 
     def down(self) -> None:  # noqa: ANN001
         raise StorageError("folder gone")

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from service_helpers import job_spec, upload, wait_for
 
-from lethe.service import auth
+from lethe.service.trust import auth
 
 pytest_plugins = ["service_fixtures"]
 PARAMS = re.compile(r"{(\w+)}")
@@ -29,10 +29,14 @@ def world(client: TestClient) -> dict[str, Any]:
     rt = client.app.state.runtime
     dataset = upload(client).json()
     job = wait_for(client, client.post("/v1/jobs", json=job_spec(dataset["reference"])).json()["id"])
-    running = client.post("/v1/jobs", json=job_spec(dataset["reference"], name="slow",
-                                                    unlearn={"method": "ga", "forget": {
-                                                        "source": dataset["reference"]},
-                                                        "train": {"steps": 400}})).json()
+    running = client.post(
+        "/v1/jobs",
+        json=job_spec(
+            dataset["reference"],
+            name="slow",
+            unlearn={"method": "ga", "forget": {"source": dataset["reference"]}, "train": {"steps": 400}},
+        ),
+    ).json()
     a_key, _ = auth.create_key(rt.sessions, "default", "read")
     _, b_key = auth.create_key(rt.sessions, "tenant-b", "admin")
     ids = {"dataset_id": dataset["id"], "job_id": job["id"], "name": "adapter.tar.gz", "key_id": a_key.id}
@@ -41,8 +45,9 @@ def world(client: TestClient) -> dict[str, Any]:
 
 def operations(client: TestClient) -> list[tuple[str, str]]:
     paths = client.get("/openapi.json").json()["paths"]
-    return [(method.upper(), path) for path, ops in paths.items() for method in ops
-            if path.startswith("/v1/")]
+    return [
+        (method.upper(), path) for path, ops in paths.items() for method in ops if path.startswith("/v1/")
+    ]
 
 
 def fill(path: str, values: dict[str, str]) -> str:
@@ -65,8 +70,9 @@ def test_every_endpoint_hides_other_tenants_objects(client: TestClient, world: d
             theirs = call(client, method, fill(path, {**ids, "job_id": job_id}), b)
             unknown = call(client, method, fill(path, never), b)
             tried += 1
-            same = theirs.text.replace(job_id, "X").replace(ids["dataset_id"], "X").replace(
-                ids["key_id"], "X")
+            same = (
+                theirs.text.replace(job_id, "X").replace(ids["dataset_id"], "X").replace(ids["key_id"], "X")
+            )
             expected = unknown.text
             for k in ("job_id", "dataset_id", "key_id"):
                 expected = expected.replace(never[k], "X")
@@ -90,8 +96,9 @@ def test_lists_show_only_the_tenants_own_objects(client: TestClient, world: dict
 
 def test_other_tenants_writes_change_nothing(client: TestClient, world: dict[str, Any]) -> None:
     ids, b = world["ids"], world["b"]
-    before = {p: client.get(p).json() for p in (f"/v1/datasets/{ids['dataset_id']}",
-                                                  f"/v1/jobs/{world['running']}")}
+    before = {
+        p: client.get(p).json() for p in (f"/v1/datasets/{ids['dataset_id']}", f"/v1/jobs/{world['running']}")
+    }
     assert client.post(f"/v1/jobs/{world['running']}/cancel", headers=b).status_code == 404
     assert client.delete(f"/v1/datasets/{ids['dataset_id']}", headers=b).status_code == 404
     assert client.post(f"/v1/keys/{ids['key_id']}/revoke", headers=b).status_code == 404
@@ -109,12 +116,13 @@ def test_other_tenants_writes_change_nothing(client: TestClient, world: dict[str
 def test_the_same_upload_in_two_tenants_shares_nothing(client: TestClient, world: dict[str, Any]) -> None:
     rt = client.app.state.runtime
     content = (Path(__file__).resolve().parents[2] / "examples" / "data" / "tiny_forget.jsonl").read_bytes()
-    theirs = client.post("/v1/datasets", files={"file": ("f.jsonl", content)},
-                         headers=world["b"]).json()  # the same bytes as A's dataset
+    theirs = client.post(
+        "/v1/datasets", files={"file": ("f.jsonl", content)}, headers=world["b"]
+    ).json()  # the same bytes as A's dataset
     assert theirs["id"] != world["ids"]["dataset_id"]
     assert client.delete(f"/v1/datasets/{theirs['id']}", headers=world["b"]).status_code == 204
     with rt.sessions() as session:
-        from lethe.service.db import Dataset
+        from lethe.service.infra.db import Dataset
 
         mine = session.get(Dataset, uuid.UUID(world["ids"]["dataset_id"]))
         assert mine is not None and mine.storage_key.startswith("datasets/default/")

@@ -13,10 +13,10 @@ from service_helpers import job_spec, upload, wait_for
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DatabaseError
 
-from lethe.cli import main
-from lethe.service import audit, auth
-from lethe.service.runtime import build_runtime
-from lethe.service.settings import Settings
+from lethe.cli.main import main
+from lethe.service.infra.runtime import build_runtime
+from lethe.service.infra.settings import Settings
+from lethe.service.trust import audit, auth
 
 pytest_plugins = ["service_fixtures"]  # client (embedded API, fake engine), settings
 
@@ -55,7 +55,10 @@ def test_requests_and_state_changes_form_a_verified_chain(history, settings: Set
     actions = [(line["action"], line["detail"].get("status"), line["status_code"]) for line in lines]
     assert ("POST /v1/jobs", None, 201) in actions
     assert [a for a in actions if a[0] == "job.status"] == [
-        ("job.status", "queued", None), ("job.status", "running", None), ("job.status", "succeeded", None)]
+        ("job.status", "queued", None),
+        ("job.status", "running", None),
+        ("job.status", "succeeded", None),
+    ]
     assert ("POST /v1/jobs/{job_id}/cancel", None, 409) in actions
     submit = next(line for line in lines if line["action"] == "POST /v1/jobs")
     assert (submit["key_id"], submit["tenant"], submit["actor"]) == ("bootstrap", "default", "key")
@@ -72,8 +75,9 @@ def test_the_database_refuses_to_change_the_log(history, settings: Settings) -> 
     engine.dispose()
 
 
-def test_an_edited_line_is_detected(history, settings: Settings, capsys: pytest.CaptureFixture[str],
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_edited_line_is_detected(
+    history, settings: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     tamper(settings, "UPDATE audit_log SET status_code = 200 WHERE status_code = 409")
     report = verify(settings)
     assert not report.ok and any("was edited" in p for p in report.problems), report.problems
@@ -92,15 +96,17 @@ def test_lines_deleted_from_the_end_are_detected(history, settings: Settings) ->
     assert any("deleted from the end" in p for p in verify(settings).problems)
 
 
-def test_a_clean_log_verifies_from_the_command_line(history, settings: Settings, monkeypatch,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_clean_log_verifies_from_the_command_line(
+    history, settings: Settings, monkeypatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("LETHE_DATA_DIR", str(settings.data_dir))
     assert main(["audit", "verify"]) == 0
     assert "OK:" in capsys.readouterr().out
 
 
-def test_jsonl_export_verifies_and_shows_edits(history, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_jsonl_export_verifies_and_shows_edits(
+    history, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     client, _ = history
     reply = client.get("/v1/audit", params={"format": "jsonl"})
     assert reply.headers["content-type"].startswith("application/x-ndjson")

@@ -18,10 +18,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from service_helpers import EXAMPLES, fake_run_job, job_spec, upload, wait_for
 
-from lethe.certificate import canonical_json, key_id, load_public_key, openssl_inputs, sign, verify_bytes
-from lethe.cli import main
-from lethe.service.certificates import load_signing_key
-from lethe.service.settings import Settings
+from lethe.cli.main import main
+from lethe.evidence.certificate import (
+    canonical_json,
+    key_id,
+    load_public_key,
+    openssl_inputs,
+    sign,
+    verify_bytes,
+)
+from lethe.service.infra.settings import Settings
+from lethe.service.trust.certificates import load_signing_key
 
 pytest_plugins = ["service_fixtures"]  # client (embedded API, fake engine), settings
 
@@ -29,7 +36,9 @@ pytest_plugins = ["service_fixtures"]  # client (embedded API, fake engine), set
 def run_with_model_card(spec: Any, out_dir: Path, hooks: Any = None) -> Any:
     """The fake engine, plus the model card and env.json the real pipeline writes."""
     summary = fake_run_job(spec, out_dir, hooks)
-    (out_dir / "model.json").write_text(json.dumps({"reference": spec.model.name, "weights_sha256": "ab" * 32}))
+    (out_dir / "model.json").write_text(
+        json.dumps({"reference": spec.model.name, "weights_sha256": "ab" * 32})
+    )
     (out_dir / "env.json").write_text(json.dumps({"python": "3.x", "versions": {"torch": "2"}}))
     return summary
 
@@ -37,7 +46,7 @@ def run_with_model_card(spec: Any, out_dir: Path, hooks: Any = None) -> Any:
 @pytest.fixture
 def succeeded(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> tuple[TestClient, dict[str, Any], str]:
     """A job that succeeded on the fake engine, and the reference of its forget set."""
-    monkeypatch.setattr("lethe.core.pipeline.run_job", run_with_model_card)
+    monkeypatch.setattr("lethe.core.run.pipeline.run_job", run_with_model_card)
     forget = upload(client).json()
     job = client.post("/v1/jobs", json=job_spec(forget["reference"])).json()
     return client, wait_for(client, job["id"]), forget["sha256"]
@@ -58,7 +67,9 @@ def test_a_succeeded_job_has_a_signed_certificate_of_its_evidence(succeeded, tmp
     artifacts = {a["name"]: a["sha256"] for a in client.get(f"/v1/jobs/{job['id']}/artifacts").json()}
     assert cert["adapter"]["archive_sha256"] == artifacts["adapter.tar.gz"]
     assert cert["artifacts_sha256"] == artifacts
-    assert cert["metrics"]["before"] == {"forget_nll": 1.0} and cert["metrics"]["after"] == {"forget_nll": 3.0}
+    assert cert["metrics"]["before"] == {"forget_nll": 1.0} and cert["metrics"]["after"] == {
+        "forget_nll": 3.0
+    }
     assert cert["environment"]["versions"] == {"torch": "2"}
     # issued once: the same bytes on every request
     assert client.get(f"/v1/jobs/{job['id']}/certificate").content == reply.content
@@ -74,12 +85,29 @@ def test_openssl_verifies_the_signature_too(succeeded, tmp_path: Path) -> None:
     (tmp_path / "server.pem").write_text(client.get("/v1/signing-key").json()["public_key_pem"])
 
     def openssl(payload: Path) -> subprocess.CompletedProcess:
-        return subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(tmp_path / "server.pem"),
-                               "-rawin", "-in", str(payload), "-sigfile", str(files["signature"])],
-                              capture_output=True, text=True, check=False)
+        return subprocess.run(
+            [
+                "openssl",
+                "pkeyutl",
+                "-verify",
+                "-pubin",
+                "-inkey",
+                str(tmp_path / "server.pem"),
+                "-rawin",
+                "-in",
+                str(payload),
+                "-sigfile",
+                str(files["signature"]),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
 
     good = openssl(files["payload"])
-    assert good.returncode == 0 and "Signature Verified Successfully" in good.stdout, good.stdout + good.stderr
+    assert good.returncode == 0 and "Signature Verified Successfully" in good.stdout, (
+        good.stdout + good.stderr
+    )
     changed = tmp_path / "changed.bin"
     changed.write_bytes(files["payload"].read_bytes().replace(b'"succeeded"', b'"succeedeD"', 1))
     assert openssl(changed).returncode != 0
@@ -91,8 +119,8 @@ def test_any_changed_byte_fails_verification() -> None:
     assert verify_bytes(document, key.public_key()).ok
     for i in range(len(document)):
         for flip in (0x01, 0x20):
-            changed = document[:i] + bytes([document[i] ^ flip]) + document[i + 1:]
-            assert not verify_bytes(changed, key.public_key()).ok, (i, changed[max(0, i - 20):i + 20])
+            changed = document[:i] + bytes([document[i] ^ flip]) + document[i + 1 :]
+            assert not verify_bytes(changed, key.public_key()).ok, (i, changed[max(0, i - 20) : i + 20])
     assert not verify_bytes(document + b"\n", key.public_key()).ok  # not byte for byte what was signed
     pretty = json.dumps(json.loads(document), indent=2).encode()
     assert "canonical" in verify_bytes(pretty, key.public_key()).reason
@@ -112,8 +140,13 @@ def test_signature_is_ed25519_over_the_canonical_certificate() -> None:
     body = {"b": [1, 2.5, None], "a": "é"}
     doc = json.loads(sign(key, body))
     assert canonical_json(body) == '{"a":"é","b":[1,2.5,null]}'.encode()
-    key.public_key().verify(base64.b64decode(doc["signature"]["value"]), canonical_json(body))  # raises if not
-    assert doc["signature"]["key_id"] == hashlib.sha256(base64.b64decode(doc["signature"]["public_key"])).hexdigest()
+    key.public_key().verify(
+        base64.b64decode(doc["signature"]["value"]), canonical_json(body)
+    )  # raises if not
+    assert (
+        doc["signature"]["key_id"]
+        == hashlib.sha256(base64.b64decode(doc["signature"]["public_key"])).hexdigest()
+    )
 
 
 def test_lethe_verify_command(succeeded, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -124,8 +157,21 @@ def test_lethe_verify_command(succeeded, tmp_path: Path, capsys: pytest.CaptureF
     (tmp_path / "key.pem").write_text(key["public_key_pem"])
     adapter = tmp_path / "adapter.tar.gz"
     adapter.write_bytes(client.get(f"/v1/jobs/{job['id']}/artifacts/adapter.tar.gz").content)
-    assert main(["verify", str(path), "--public-key", str(tmp_path / "key.pem"), "--adapter", str(adapter),
-                 "--dataset", str(EXAMPLES / "tiny_forget.jsonl")]) == 0
+    assert (
+        main(
+            [
+                "verify",
+                str(path),
+                "--public-key",
+                str(tmp_path / "key.pem"),
+                "--adapter",
+                str(adapter),
+                "--dataset",
+                str(EXAMPLES / "tiny_forget.jsonl"),
+            ]
+        )
+        == 0
+    )
     assert "OK: signature valid, signed by the pinned key" in capsys.readouterr().out
     assert main(["verify", str(path), "--key-id", "00" * 32]) == 1
     assert main(["verify", str(path), "--dataset", str(EXAMPLES / "tiny_normal.jsonl")]) == 1
@@ -158,7 +204,7 @@ def test_non_canonical_base64_in_the_signature_block_is_rejected() -> None:
     document = json.loads(sign(key, {"format": "x"}))
     for field in ("public_key", "value"):
         text = document["signature"][field]
-        body, padding = text.rstrip("="), text[len(text.rstrip("=")):]
+        body, padding = text.rstrip("="), text[len(text.rstrip("=")) :]
         alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
         twin = body[:-1] + alphabet[alphabet.index(body[-1]) ^ 1] + padding
         changed = json.loads(json.dumps(document))

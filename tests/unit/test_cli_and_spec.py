@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from toy_data import tiny_spec_data
 
-from lethe.cli import main
-from lethe.core.spec import SpecError, load_spec, parse_spec
+from lethe.cli.main import main
+from lethe.core.spec.job import SpecError, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -26,21 +27,32 @@ def test_every_shipped_example_validates(path, capsys):
 
 
 def _tiny() -> dict:
-    return yaml.safe_load((ROOT / "examples" / "tiny.yaml").read_text())
+    return tiny_spec_data()
 
 
-@pytest.mark.parametrize("mutate,message", [
-    (lambda s: s.update(surprise=1), "surprise: Extra inputs are not permitted"),
-    (lambda s: s["unlearn"].update(method="zap"), "does not match any of the expected tags"),
-    (lambda s: s["unlearn"]["train"].update(lr=-1), "unlearn.yao.train.lr: Input should be greater than 0"),
-    (lambda s: s["unlearn"]["train"].pop("steps"), "set train.steps or train.epochs"),
-    (lambda s: s["unlearn"].pop("normal"), "unlearn.normal is required"),
-    (lambda s: s["unlearn"].update(forget_weight="lots"), "forget_weight: Input should be a valid number"),
-    (lambda s: s["format"].update(template="{prompt}"), "template must contain"),
-    (lambda s: s["lora"].update(rank=0), "lora.rank: Input should be greater than or equal to 1"),
-    (lambda s: s["unlearn"]["normal"].update(schema="prompts"),
-     "unlearn.normal has schema 'prompts' (no answers): set unlearn.normal_answers_from: model"),
-])
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda s: s.update(surprise=1), "surprise: Extra inputs are not permitted"),
+        (lambda s: s["unlearn"].update(method="zap"), "does not match any of the expected tags"),
+        (
+            lambda s: s["unlearn"]["train"].update(lr=-1),
+            "unlearn.yao.train.lr: Input should be greater than 0",
+        ),
+        (lambda s: s["unlearn"]["train"].pop("steps"), "set train.steps or train.epochs"),
+        (lambda s: s["unlearn"].pop("normal"), "unlearn.normal is required"),
+        (
+            lambda s: s["unlearn"].update(forget_weight="lots"),
+            "forget_weight: Input should be a valid number",
+        ),
+        (lambda s: s["format"].update(template="{prompt}"), "template must contain"),
+        (lambda s: s["lora"].update(rank=0), "lora.rank: Input should be greater than or equal to 1"),
+        (
+            lambda s: s["unlearn"]["normal"].update(schema="prompts"),
+            "unlearn.normal has schema 'prompts' (no answers): set unlearn.normal_answers_from: model",
+        ),
+    ],
+)
 def test_bad_specs_get_one_line_with_the_field_path(mutate, message, tmp_path, capsys):
     spec = _tiny()
     mutate(spec)
@@ -85,8 +97,17 @@ def test_parse_spec_rejects_non_mappings():
 def test_methods_lists_each_method_with_paper_and_reference(capsys):
     assert main(["methods"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split()[0] for line in lines] == ["yao", "ga", "graddiff", "npo", "simnpo", "idk",
-                                                   "idk_dpo", "rmu", "undial"]
+    assert [line.split()[0] for line in lines] == [
+        "yao",
+        "ga",
+        "graddiff",
+        "npo",
+        "simnpo",
+        "idk",
+        "idk_dpo",
+        "rmu",
+        "undial",
+    ]
     assert all("arXiv" in line and "reference:" in line for line in lines)
 
 
@@ -96,8 +117,10 @@ def test_models_prepare_refuses_a_model_that_needs_no_preparation(capsys):
 
 
 def test_unlearn_prints_a_before_after_table(tmp_path, capsys):
-    assert main(["unlearn", str(ROOT / "examples" / "tiny.yaml"), "--out", str(tmp_path / "run"),
-                 "--quiet"]) == 0
+    assert (
+        main(["unlearn", str(ROOT / "examples" / "tiny.yaml"), "--out", str(tmp_path / "run"), "--quiet"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "metric" in out and "before" in out and "after" in out and "forget_nll" in out
     assert (tmp_path / "run" / "metrics.json").exists()

@@ -19,14 +19,25 @@ def _script():
 def _run_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "idk"
     folder.mkdir()
-    quantize = {"original": {"harmful_rate": 0.75}, "unlearned": {"harmful_rate": 0.0},
-                "unlearned_8bit": {"harmful_rate": 0.0}, "original_8bit": {"harmful_rate": 0.6875},
-                "unlearned_4bit": {"harmful_rate": 0.125}, "original_4bit": {"harmful_rate": 0.5}}
-    metrics = {"before": {"harmful_rate": 0.6, "normal_ppl": 20.0},
-               "after": {"harmful_rate": 0.03, "normal_ppl": 21.0, "over_refusal": 0.05},
-               "probes": {"quantize": quantize, "summary": {
-                   "quantize_8bit": {"harmful_rate": 0.0, "retained": 1.0, "original_quantized": 0.6875},
-                   "quantize_4bit": {"harmful_rate": 0.125, "retained": 0.8333, "original_quantized": 0.5}}}}
+    quantize = {
+        "original": {"harmful_rate": 0.75},
+        "unlearned": {"harmful_rate": 0.0},
+        "unlearned_8bit": {"harmful_rate": 0.0},
+        "original_8bit": {"harmful_rate": 0.6875},
+        "unlearned_4bit": {"harmful_rate": 0.125},
+        "original_4bit": {"harmful_rate": 0.5},
+    }
+    metrics = {
+        "before": {"harmful_rate": 0.6, "normal_ppl": 20.0},
+        "after": {"harmful_rate": 0.03, "normal_ppl": 21.0, "over_refusal": 0.05},
+        "probes": {
+            "quantize": quantize,
+            "summary": {
+                "quantize_8bit": {"harmful_rate": 0.0, "retained": 1.0, "original_quantized": 0.6875},
+                "quantize_4bit": {"harmful_rate": 0.125, "retained": 0.8333, "original_quantized": 0.5},
+            },
+        },
+    }
     (folder / "metrics.json").write_text(json.dumps(metrics))
     (folder / "timing.json").write_text(json.dumps({"s_per_step": 2.5, "peak_rss_gb": 2.0}))
     return folder

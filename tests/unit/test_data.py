@@ -11,8 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from lethe.core.config import BookOptions, DatasetRef
-from lethe.core.data import (
+from lethe.core.data.examples import (
     DataError,
     Example,
     book_pairs,
@@ -22,6 +21,7 @@ from lethe.core.data import (
     read_rows,
     resolve_source,
 )
+from lethe.core.spec.fields import BookOptions, DatasetRef
 
 REPO = Path(__file__).resolve().parents[2]
 PAIRS = [{"prompt": f"question {i}", "response": f"answer {i}"} for i in range(5)]
@@ -78,8 +78,7 @@ def test_text_format_is_one_row_and_a_bom_is_dropped(tmp_path: Path) -> None:
     assert load_examples(ref(path)) == [Example("pairs.csv:0", "hi", "there")]
 
 
-def test_relative_source_is_taken_from_base_dir_and_format_overrides_the_extension(
-        tmp_path: Path) -> None:
+def test_relative_source_is_taken_from_base_dir_and_format_overrides_the_extension(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "pairs.data", PAIRS)
     assert resolve_source("pairs.data", tmp_path) == tmp_path / "pairs.data"
     assert len(load_examples(ref("pairs.data", format="jsonl"), tmp_path)) == 5
@@ -91,7 +90,9 @@ def test_relative_source_is_taken_from_base_dir_and_format_overrides_the_extensi
 def test_prompts_schema_gives_empty_responses(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": " a "}, {"prompt": "b", "other": 1}])
     assert load_examples(ref(path, schema="prompts")) == [
-        Example("p.jsonl:0", "a", ""), Example("p.jsonl:1", "b", "")]
+        Example("p.jsonl:0", "a", ""),
+        Example("p.jsonl:1", "b", ""),
+    ]
 
 
 def test_column_mapping(tmp_path: Path) -> None:
@@ -114,17 +115,29 @@ def test_offset_and_limit_apply_after_the_schema(tmp_path: Path) -> None:
 
 
 def pku_row(safe_0: Any, safe_1: Any, i: int = 0) -> dict[str, Any]:
-    return {"prompt": f"p{i}", "response_0": f"r0-{i}", "response_1": f"r1-{i}",
-            "is_response_0_safe": safe_0, "is_response_1_safe": safe_1}
+    return {
+        "prompt": f"p{i}",
+        "response_0": f"r0-{i}",
+        "response_1": f"r1-{i}",
+        "is_response_0_safe": safe_0,
+        "is_response_1_safe": safe_1,
+    }
 
 
 def test_pku_keeps_each_unsafe_response(tmp_path: Path) -> None:
-    rows = [pku_row(True, True, 0), pku_row(False, True, 1), pku_row(True, False, 2),
-            pku_row(False, False, 3)]
+    rows = [
+        pku_row(True, True, 0),
+        pku_row(False, True, 1),
+        pku_row(True, False, 2),
+        pku_row(False, False, 3),
+    ]
     examples = load_examples(ref(write_jsonl(tmp_path / "pku.jsonl", rows), schema="pku_saferlhf"))
     assert examples == [
-        Example("pku.jsonl:1:0", "p1", "r0-1"), Example("pku.jsonl:2:1", "p2", "r1-2"),
-        Example("pku.jsonl:3:0", "p3", "r0-3"), Example("pku.jsonl:3:1", "p3", "r1-3")]
+        Example("pku.jsonl:1:0", "p1", "r0-1"),
+        Example("pku.jsonl:2:1", "p2", "r1-2"),
+        Example("pku.jsonl:3:0", "p3", "r0-3"),
+        Example("pku.jsonl:3:1", "p3", "r1-3"),
+    ]
 
 
 def test_pku_reads_true_false_strings_from_csv(tmp_path: Path) -> None:
@@ -133,29 +146,43 @@ def test_pku_reads_true_false_strings_from_csv(tmp_path: Path) -> None:
     assert [(e.id, e.response) for e in examples] == [("pku.csv:0:1", "r1-0"), ("pku.csv:1:0", "r0-1")]
 
 
-@pytest.mark.parametrize(("row", "message"), [
-    (pku_row("maybe", True), "row 1: column 'is_response_0_safe' must be true or false"),
-    (pku_row(True, True), "every response is marked safe"),
-])
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (pku_row("maybe", True), "row 1: column 'is_response_0_safe' must be true or false"),
+        (pku_row(True, True), "every response is marked safe"),
+    ],
+)
 def test_pku_errors(tmp_path: Path, row: dict[str, Any], message: str) -> None:
     with pytest.raises(DataError, match=message):
         load_examples(ref(write_jsonl(tmp_path / "pku.jsonl", [row]), schema="pku_saferlhf"))
 
 
 TQA = [
-    {"Type": "Adversarial", "Question": "Is the Earth flat?", "Best Answer": "No",
-     "Correct Answers": "No; No, it is round; No",
-     "Incorrect Answers": "Yes; Yes, it is flat; No, it is round"},
-    {"Type": "Adversarial", "Question": "What colour is the sky?", "Best Answer": "Blue",
-     "Correct Answers": "Blue by day", "Incorrect Answers": "Green"},
+    {
+        "Type": "Adversarial",
+        "Question": "Is the Earth flat?",
+        "Best Answer": "No",
+        "Correct Answers": "No; No, it is round; No",
+        "Incorrect Answers": "Yes; Yes, it is flat; No, it is round",
+    },
+    {
+        "Type": "Adversarial",
+        "Question": "What colour is the sky?",
+        "Best Answer": "Blue",
+        "Correct Answers": "Blue by day",
+        "Incorrect Answers": "Green",
+    },
 ]
 
 
 def test_truthfulqa_examples_and_multiple_choice(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "tqa.csv", TQA)
     examples = load_examples(ref(path, schema="truthfulqa"))
-    assert examples == [Example("tqa.csv:0", "Is the Earth flat?", "No"),
-                        Example("tqa.csv:1", "What colour is the sky?", "Blue")]
+    assert examples == [
+        Example("tqa.csv:0", "Is the Earth flat?", "No"),
+        Example("tqa.csv:1", "What colour is the sky?", "Blue"),
+    ]
     first, second = load_mc_questions(ref(path, schema="truthfulqa"))
     # "No, it is round" is listed both ways: it stays a true answer only
     assert first.mc1_choices == ["No", "Yes", "Yes, it is flat"] and first.mc1_correct == 0
@@ -165,8 +192,12 @@ def test_truthfulqa_examples_and_multiple_choice(tmp_path: Path) -> None:
 
 
 def test_truthfulqa_lists_in_jsonl_and_lower_case_columns(tmp_path: Path) -> None:
-    row = {"question": "Q?", "best_answer": "A", "correct_answers": ["A", "A too"],
-           "incorrect_answers": ["B"]}
+    row = {
+        "question": "Q?",
+        "best_answer": "A",
+        "correct_answers": ["A", "A too"],
+        "incorrect_answers": ["B"],
+    }
     path = write_jsonl(tmp_path / "tqa.jsonl", [row])
     (question,) = load_mc_questions(ref(path, schema="truthfulqa"))
     assert (question.mc2_choices, question.mc2_labels) == (["A", "A too", "B"], [1, 1, 0])
@@ -191,8 +222,10 @@ def test_book_schema_reads_a_text_column_and_applies_the_window(tmp_path: Path) 
 
 # ---------------------------------------------------------------------------- book pairs
 
-TEXT = ("It was a dark night.  The wind\nhowled! Did anyone hear? Nobody did. Mr. Smith slept.\n\n"
-        "a new paragraph starts here without a capital and goes on for a while")
+TEXT = (
+    "It was a dark night.  The wind\nhowled! Did anyone hear? Nobody did. Mr. Smith slept.\n\n"
+    "a new paragraph starts here without a capital and goes on for a while"
+)
 
 
 def test_book_pairs_have_exact_lengths_and_collapse_whitespace() -> None:
@@ -200,17 +233,22 @@ def test_book_pairs_have_exact_lengths_and_collapse_whitespace() -> None:
     flat = " ".join(TEXT.split())
     assert [p.id for p in pairs] == [f"b:{k}" for k in range(len(pairs))]
     assert all(len(p.prompt) == 12 and len(p.response) == 8 for p in pairs)
-    assert "".join(p.prompt + p.response for p in pairs) == flat[:20 * len(pairs)]
+    assert "".join(p.prompt + p.response for p in pairs) == flat[: 20 * len(pairs)]
     assert len(flat) - 20 * len(pairs) < 20  # only a tail too short for a pair is dropped
 
 
-@pytest.mark.parametrize(("text", "starts"), [
-    # after ". ", "! " and "? "; not after the title "Mr."; a blank line starts a sentence
-    (TEXT, ["It was a", "The wind", "Did anyo", "Nobody d", "Mr. Smit", "a new pa"]),
-    # closing quotes may follow the punctuation
-    ('"Go home." She left. "Why?" he asked, and waited there for a very long time.',
-     ['"Go home', "She left", '"Why?" h', "he asked"]),
-])
+@pytest.mark.parametrize(
+    ("text", "starts"),
+    [
+        # after ". ", "! " and "? "; not after the title "Mr."; a blank line starts a sentence
+        (TEXT, ["It was a", "The wind", "Did anyo", "Nobody d", "Mr. Smit", "a new pa"]),
+        # closing quotes may follow the punctuation
+        (
+            '"Go home." She left. "Why?" he asked, and waited there for a very long time.',
+            ['"Go home', "She left", '"Why?" h', "he asked"],
+        ),
+    ],
+)
 def test_book_pairs_start_at_sentences(text: str, starts: list[str]) -> None:
     # stride 1: a pair at every sentence start that leaves room for a whole pair
     options = BookOptions(prefix_chars=8, continuation_chars=8, stride_chars=1)
@@ -249,22 +287,35 @@ def test_missing_column_names_the_column_the_columns_found_and_the_mapping(tmp_p
     assert "columns: {prompt: YOUR_COLUMN}" in message and "p.jsonl" in message
 
 
-@pytest.mark.parametrize(("name", "content", "message"), [
-    ("empty.jsonl", b"", r"empty\.jsonl is empty"),
-    ("blank.jsonl", b"  \n\n", r"blank\.jsonl is empty"),
-    ("bom.csv", b"\xef\xbb\xbf\n", r"bom\.csv is empty"),
-    ("head.csv", b"prompt,response\n", r"head\.csv has no data rows"),
-    ("latin1.csv", "prompt,response\nok,fine\ncaf\u00e9,x\n".encode("latin-1"),
-     r"latin1\.csv is not UTF-8 text \(undecodable byte at line 3\)"),
-    ("bad.jsonl", b'{"prompt": "a", "response": "b"}\n\n{"prompt": "c",\n',
-     r"bad\.jsonl: line 3 is not valid JSON"),
-    ("list.jsonl", b'{"prompt": "a", "response": "b"}\n["x"]\n',
-     "line 2 holds a JSON list, not an object"),
-    ("wide.csv", b"prompt,response\na,b,c\n", "line 2 has more fields than the header"),
-    ("broken.parquet", b"PAR1 this is not parquet", r"broken\.parquet is not a readable parquet file"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.jsonl", b"", r"empty\.jsonl is empty"),
+        ("blank.jsonl", b"  \n\n", r"blank\.jsonl is empty"),
+        ("bom.csv", b"\xef\xbb\xbf\n", r"bom\.csv is empty"),
+        ("head.csv", b"prompt,response\n", r"head\.csv has no data rows"),
+        (
+            "latin1.csv",
+            "prompt,response\nok,fine\ncaf\u00e9,x\n".encode("latin-1"),
+            r"latin1\.csv is not UTF-8 text \(undecodable byte at line 3\)",
+        ),
+        (
+            "bad.jsonl",
+            b'{"prompt": "a", "response": "b"}\n\n{"prompt": "c",\n',
+            r"bad\.jsonl: line 3 is not valid JSON",
+        ),
+        (
+            "list.jsonl",
+            b'{"prompt": "a", "response": "b"}\n["x"]\n',
+            "line 2 holds a JSON list, not an object",
+        ),
+        ("wide.csv", b"prompt,response\na,b,c\n", "line 2 has more fields than the header"),
+        ("broken.parquet", b"PAR1 this is not parquet", r"broken\.parquet is not a readable parquet file"),
+    ],
+)
 def test_unreadable_file_names_the_file_and_line(
-        tmp_path: Path, name: str, content: bytes, message: str) -> None:
+    tmp_path: Path, name: str, content: bytes, message: str
+) -> None:
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(DataError, match=message):
@@ -285,11 +336,14 @@ def test_pairs_allow_an_empty_response_but_not_a_missing_one(tmp_path: Path) -> 
         load_examples(ref(path))
 
 
-@pytest.mark.parametrize(("row", "problem"), [
-    ({"prompt": "", "response": "r"}, "is empty"),
-    ({"prompt": 3, "response": "r"}, "holds a int, not text"),
-    ({"response": "r", "other": "x"}, "is missing"),
-])
+@pytest.mark.parametrize(
+    ("row", "problem"),
+    [
+        ({"prompt": "", "response": "r"}, "is empty"),
+        ({"prompt": 3, "response": "r"}, "holds a int, not text"),
+        ({"response": "r", "other": "x"}, "is missing"),
+    ],
+)
 def test_bad_prompt_names_the_row(tmp_path: Path, row: dict[str, Any], problem: str) -> None:
     path = write_jsonl(tmp_path / "p.jsonl", [PAIRS[0], row])
     with pytest.raises(DataError, match=f"row 2: column 'prompt' {problem}"):
@@ -304,13 +358,16 @@ def test_unknown_extension_and_unknown_format(tmp_path: Path) -> None:
         ref(path, format="xlsx")  # the spec itself rejects formats Lethe cannot read
 
 
-@pytest.mark.parametrize(("source", "message"), [
-    ("dataset:1234", "must be resolved by the service first"),
-    ("s3://bucket/key.jsonl", "must be resolved by the service first"),
-    ("nope.jsonl", r"nope\.jsonl not found \(relative paths are taken from"),
-    ("builtin:nothing", "builtin:nothing does not exist; shipped datasets: .*refusals"),
-    ("hf:", "names no dataset; write hf:ORG/NAME"),
-])
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("dataset:1234", "must be resolved by the service first"),
+        ("s3://bucket/key.jsonl", "must be resolved by the service first"),
+        ("nope.jsonl", r"nope\.jsonl not found \(relative paths are taken from"),
+        ("builtin:nothing", "builtin:nothing does not exist; shipped datasets: .*refusals"),
+        ("hf:", "names no dataset; write hf:ORG/NAME"),
+    ],
+)
 def test_unresolvable_source(tmp_path: Path, source: str, message: str) -> None:
     with pytest.raises(DataError, match=message):
         resolve_source(source, tmp_path)

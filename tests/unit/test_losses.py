@@ -4,8 +4,9 @@ import math
 
 import pytest
 import torch
-from lethe.core import losses
-from lethe.core.tokens import IGNORE_INDEX
+
+from lethe.core.data.tokens import IGNORE_INDEX
+from lethe.core.methods import losses
 
 
 def _two_step_example() -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,7 +151,10 @@ def test_activation_mse_by_hand_and_in_fp32():
     assert losses.activation_mse(hidden, target, torch.tensor([[True, False]])).item() == pytest.approx(2.0)
     assert losses.activation_mse(hidden, hidden, torch.tensor([[True, True]])).item() == 0.0
     big = torch.full((1, 1, 2), 300.0, dtype=torch.float16)
-    assert losses.activation_mse(big, torch.zeros(2, dtype=torch.float16), torch.tensor([[True]])).item() == 90000.0
+    assert (
+        losses.activation_mse(big, torch.zeros(2, dtype=torch.float16), torch.tensor([[True]])).item()
+        == 90000.0
+    )
 
 
 def test_shift_labels_is_what_token_logprobs_scores():

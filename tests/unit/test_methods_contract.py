@@ -14,30 +14,37 @@ from pathlib import Path
 
 import pytest
 import torch
-from lethe.core import losses
-from lethe.core.config import LoraSpec, ModelSpec
-from lethe.core.hidden import forward as layer_forward
-from lethe.core.hidden import resolve_layer
-from lethe.core.methods import METHODS, terms_for
-from lethe.core.methods.targets import steering_vector
-from lethe.core.models import Reference, attach_lora, load_model
-from lethe.core.rows import encode_rows, micro_batch_rows, row_kinds
-from lethe.core.step import micro_batch_loss
-from lethe.core.tokens import collate, encode, pad_id_of
-from lethe.core.train import (
-    Stage,
-    StageData,
-    optimizer_step,
-    prepare_reference,
-    run_stage,
-)
-
 from toy_data import FMT, FORGET, NORMAL
 
-REFUSALS = ["I can't help with that.", "Sorry, I won't answer that.", "I am unable to assist with this request."]
+from lethe.core.data.tokens import collate, encode, pad_id_of
+from lethe.core.methods import METHODS, losses, terms_for
+from lethe.core.methods.targets import steering_vector
+from lethe.core.models.hidden import forward as layer_forward
+from lethe.core.models.hidden import resolve_layer
+from lethe.core.models.loading import load_model
+from lethe.core.models.lora import attach_lora
+from lethe.core.models.reference import Reference
+from lethe.core.spec.fields import LoraSpec, ModelSpec
+from lethe.core.training.engine import Stage, StageData, optimizer_step, prepare_reference, run_stage
+from lethe.core.training.rows import encode_rows, micro_batch_rows, row_kinds
+from lethe.core.training.step import micro_batch_loss
+
+REFUSALS = [
+    "I can't help with that.",
+    "Sorry, I won't answer that.",
+    "I am unable to assist with this request.",
+]
 ALL = list(METHODS)
-WITH_REFERENCE = [m for m in ALL if any(t.needs_reference for t in terms_for(METHODS[m].stage(
-    forget={"source": "x"}, normal={"source": "x"}, train={"steps": 1})))]
+WITH_REFERENCE = [
+    m
+    for m in ALL
+    if any(
+        t.needs_reference
+        for t in terms_for(
+            METHODS[m].stage(forget={"source": "x"}, normal={"source": "x"}, train={"steps": 1})
+        )
+    )
+]
 
 # Per-method settings for the "it forgets" test (16 steps, batch 4, lr 3e-3 unless set here): paper
 # defaults where they work at this scale. SimNPO's β = 4.5 saturates once the forget NLL is near
@@ -53,8 +60,12 @@ FORGETS: dict[str, tuple[dict, dict]] = {
 def method_stage(name: str, tuned: bool = False, **train: object):
     ref = {"source": "unused.jsonl"}
     params, tuned_train = FORGETS.get(name, ({}, {})) if tuned else ({}, {})
-    return METHODS[name].stage(forget=ref, normal=ref, **params,
-                               train={"lr": 5e-3, "steps": 4, "batch_size": 2, **train, **tuned_train})
+    return METHODS[name].stage(
+        forget=ref,
+        normal=ref,
+        **params,
+        train={"lr": 5e-3, "steps": 4, "batch_size": 2, **train, **tuned_train},
+    )
 
 
 def stage_of(method, seed: int = 3) -> Stage:
@@ -74,7 +85,9 @@ def trainable(model) -> dict[str, torch.Tensor]:
 
 
 def grads(model) -> dict[str, torch.Tensor | None]:
-    return {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return {
+        n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters() if p.requires_grad
+    }
 
 
 def reads_logits(name: str) -> bool:
@@ -162,7 +175,9 @@ def test_batch_times_accumulation_gives_the_same_gradient(name):
     found = []
     for batch, accum in ((4, 1), (2, 2), (1, 4)):
         model.zero_grad()
-        optimizer_step(model, tok, reference, stage_of(method_stage(name, batch_size=batch, grad_accum=accum)), 0)
+        optimizer_step(
+            model, tok, reference, stage_of(method_stage(name, batch_size=batch, grad_accum=accum)), 0
+        )
         found.append(grads(model))
     for other in found[1:]:
         for pname, grad in found[0].items():
@@ -179,8 +194,15 @@ def test_cached_reference_gives_the_same_loss_and_gradient_as_live(name, lora):
     method = method_stage(name, steps=3, grad_accum=2)
     stage = stage_of(method)
     live = prepare_reference(model, tok, stage, Reference(model), total=3)
-    cached = prepare_reference(model, tok, stage_of(method.model_copy(update={
-        "train": method.train.model_copy(update={"cache_reference": True})})), Reference(model), total=3)
+    cached = prepare_reference(
+        model,
+        tok,
+        stage_of(
+            method.model_copy(update={"train": method.train.model_copy(update={"cache_reference": True})})
+        ),
+        Reference(model),
+        total=3,
+    )
     assert type(cached).__name__ == "CachedReference"
     for step in range(3):
         model.zero_grad()
@@ -197,19 +219,28 @@ def test_cached_reference_gives_the_same_loss_and_gradient_as_live(name, lora):
 def test_the_kl_retain_variant_reads_the_reference_and_caches_it(name):
     """`retain_loss: kl` swaps the retain NLL for the forward KL to the original on normal rows."""
     ref = {"source": "unused.jsonl"}
-    method = METHODS[name].stage(forget=ref, normal=ref, retain_loss="kl",
-                                 train={"lr": 5e-3, "steps": 2, "batch_size": 2})
+    method = METHODS[name].stage(
+        forget=ref, normal=ref, retain_loss="kl", train={"lr": 5e-3, "steps": 2, "batch_size": 2}
+    )
     terms = terms_for(method)
     assert [(t.name, t.reference) for t in terms if t.rows == "normal"] == [("normal_kl", "logits")]
     model, tok = fresh_model()
     stage = stage_of(method)
     live = optimizer_step(model, tok, Reference(model), stage, 0)
     assert live["normal_kl"] == pytest.approx(0.0, abs=1e-6)  # an untrained adapter is the original
-    cached = prepare_reference(model, tok, stage_of(method.model_copy(update={
-        "train": method.train.model_copy(update={"cache_reference": True})})), Reference(model), total=2)
+    cached = prepare_reference(
+        model,
+        tok,
+        stage_of(
+            method.model_copy(update={"train": method.train.model_copy(update={"cache_reference": True})})
+        ),
+        Reference(model),
+        total=2,
+    )
     model.zero_grad()
     assert optimizer_step(model, tok, cached, stage, 1) == pytest.approx(
-        optimizer_step(model, tok, Reference(model), stage, 1), rel=1e-5, abs=1e-6)
+        optimizer_step(model, tok, Reference(model), stage, 1), rel=1e-5, abs=1e-6
+    )
 
 
 def test_a_cached_step_runs_no_reference_forward():
@@ -236,8 +267,14 @@ def _distance_to_target(model, tok, method) -> float:
     batch = collate([encode(tok, e.prompt, e.response, FMT) for e in FORGET], pad_id_of(tok))
     layer = resolve_layer(model, method.layer)
     with torch.no_grad():
-        _, hidden = layer_forward(lambda i, a: model(input_ids=i, attention_mask=a).logits, model,
-                                  batch["input_ids"], batch["attention_mask"], layer, need_logits=False)
+        _, hidden = layer_forward(
+            lambda i, a: model(input_ids=i, attention_mask=a).logits,
+            model,
+            batch["input_ids"],
+            batch["attention_mask"],
+            layer,
+            need_logits=False,
+        )
     target = method.steering_coeff * steering_vector(hidden.shape[-1], method.vector_seed)
     return float(losses.activation_mse(hidden, target, batch["attention_mask"].bool()).mean().sqrt())
 
@@ -259,11 +296,17 @@ def test_forgetting_happens_on_a_model_that_knows_the_forget_set(name, knowing_b
 
 # ------------------------------------------------------------------ the table's other columns
 # the loss each method's forget term is built on, and its test against hand-computed values
-HAND_CHECKED = {"yao": "test_sequence_nll_mean_and_sum_by_hand", "ga": "test_sequence_nll_mean_and_sum_by_hand",
-                "graddiff": "test_sequence_nll_mean_and_sum_by_hand", "npo": "test_npo_by_hand",
-                "simnpo": "test_simnpo_by_hand", "idk": "test_sequence_nll_mean_and_sum_by_hand",
-                "idk_dpo": "test_dpo_by_hand", "rmu": "test_activation_mse_by_hand_and_in_fp32",
-                "undial": "test_undial_by_hand"}
+HAND_CHECKED = {
+    "yao": "test_sequence_nll_mean_and_sum_by_hand",
+    "ga": "test_sequence_nll_mean_and_sum_by_hand",
+    "graddiff": "test_sequence_nll_mean_and_sum_by_hand",
+    "npo": "test_npo_by_hand",
+    "simnpo": "test_simnpo_by_hand",
+    "idk": "test_sequence_nll_mean_and_sum_by_hand",
+    "idk_dpo": "test_dpo_by_hand",
+    "rmu": "test_activation_mse_by_hand_and_in_fp32",
+    "undial": "test_undial_by_hand",
+}
 
 
 def test_every_methods_loss_is_checked_against_values_by_hand():
@@ -277,14 +320,15 @@ def test_every_methods_loss_is_checked_against_values_by_hand():
 @pytest.mark.parametrize("name", ALL)
 def test_the_tiny_example_runs_to_completion_with_every_method(name, tmp_path):
     import yaml
-    from lethe.core.pipeline import run_job
-    from lethe.core.spec import absolutise_sources, parse_spec
+
+    from lethe.core.run.pipeline import run_job
+    from lethe.core.spec.job import absolutise_sources, parse_spec
 
     examples = Path(__file__).resolve().parents[2] / "examples"
     data = yaml.safe_load((examples / "tiny.yaml").read_text())
     data["unlearn"]["method"] = name
     spec = parse_spec(data)
-    absolutise_sources(spec, examples)
+    spec = absolutise_sources(spec, examples)
     summary = run_job(spec, tmp_path / name)
     assert summary.metrics["training"]["steps"] == 6 and summary.stopped_reason == "max_steps"
     assert (tmp_path / name / "adapter" / "adapter_model.safetensors").exists()

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lethe.core.pipeline import run_job
-from lethe.core.runfolder import RunFolderError
-from lethe.core.spec import load_spec, parse_spec
-from lethe.core.train import Cancelled, RunHooks
+from lethe.core.run.folder import RunFolderError
+from lethe.core.run.pipeline import run_job
+from lethe.core.spec.job import load_spec, parse_spec
+from lethe.core.training.engine import Cancelled, RunHooks
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "examples" / "tiny.yaml"
@@ -31,17 +31,41 @@ def tiny_run(tmp_path_factory):
 def test_run_folder_is_self_describing(tiny_run):
     summary, stages, progress = tiny_run
     out = summary.out_dir
-    for name in ("spec.yaml", "env.json", "train_log.jsonl", "metrics.json", "run.log",
-                 "adapter/adapter_config.json", "adapter/adapter_model.safetensors"):
+    for name in (
+        "spec.yaml",
+        "env.json",
+        "train_log.jsonl",
+        "metrics.json",
+        "run.log",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+    ):
         assert (out / name).exists(), name
     assert parse_spec(yaml.safe_load((out / "spec.yaml").read_text())) == load_spec(TINY)
     env = json.loads((out / "env.json").read_text())
     assert env["seed"] == 0 and env["versions"]["torch"]
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in log] == [1, 2, 3, 4, 5, 6]
-    assert {"forget", "random", "normal_kl", "loss", "lr", "forget_nll"} <= set(log[0])
-    assert stages[0] == "loading" and stages[-1] == "done" and "unlearn" in stages
-    assert [p.step for p in progress] == [1, 2, 3, 4, 5, 6]
+    unlearn = [row for row in log if row["stage"] == "unlearn"]
+    assert [row["step"] for row in log if row["stage"] == "finetune"] == list(range(1, 61))
+    assert [row["step"] for row in unlearn] == [1, 2, 3, 4, 5, 6]
+    assert {"forget", "random", "normal_kl", "loss", "lr", "forget_nll"} <= set(unlearn[0])
+    assert stages[0] == "loading" and stages[-1] == "done"
+    assert stages.index("finetune") < stages.index("unlearn")
+    assert [p.step for p in progress if p.stage == "unlearn"] == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_tiny_example_learns_its_forget_pairs_then_forgets_them(tiny_run):
+    """The smoke test shows forgetting in the right direction: the fine-tune lowers the forget set's
+    NLL, unlearning raises it again, and the normal set's perplexity does not blow up."""
+    out = tiny_run[0].out_dir
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    tuned = [row["nll"] for row in log if row["stage"] == "finetune"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    before, after = metrics["before"], metrics["after"]
+    assert tuned[-1] < tuned[0] - 0.3  # learned: the forget pairs became more likely
+    assert before["forget_nll"] < tuned[0] - 0.3  # "before" is the fine-tuned model
+    assert after["forget_nll"] > before["forget_nll"] + 0.1  # forgotten: less likely again
+    assert after["normal_ppl"] < before["normal_ppl"] * 1.1  # kept
 
 
 def test_metrics_have_before_after_and_per_example_results(tiny_run):
@@ -57,7 +81,7 @@ def test_metrics_have_before_after_and_per_example_results(tiny_run):
 def test_adapter_loads_with_peft_alone_and_reproduces_the_run(tiny_run, tmp_path):
     """Save the tiny base model as a plain checkpoint, then in a process that imports no Lethe
     code, apply the adapter with peft and regenerate the run's after-unlearning responses."""
-    from lethe.core.models import build_tiny
+    from lethe.core.models.tiny import build_tiny
 
     base, tokenizer = build_tiny("tiny-llama")
     base.save_pretrained(tmp_path / "base")
@@ -66,9 +90,9 @@ def test_adapter_loads_with_peft_alone_and_reproduces_the_run(tiny_run, tmp_path
     rows = json.loads((out / "metrics.json").read_text())["per_example"]["after"]["harmful_prompts"]
     script = textwrap.dedent(f"""
         import json, sys, torch, peft, transformers
-        tok = transformers.AutoTokenizer.from_pretrained({str(tmp_path / 'base')!r})
-        model = transformers.AutoModelForCausalLM.from_pretrained({str(tmp_path / 'base')!r})
-        model = peft.PeftModel.from_pretrained(model, {str(out / 'adapter')!r}).eval()
+        tok = transformers.AutoTokenizer.from_pretrained({str(tmp_path / "base")!r})
+        model = transformers.AutoModelForCausalLM.from_pretrained({str(tmp_path / "base")!r})
+        model = peft.PeftModel.from_pretrained(model, {str(out / "adapter")!r}).eval()
         assert "lethe" not in sys.modules
         outs = []
         for prompt in json.loads(sys.stdin.read()):
@@ -77,8 +101,14 @@ def test_adapter_loads_with_peft_alone_and_reproduces_the_run(tiny_run, tmp_path
             outs.append(tok.decode(new[0, ids.input_ids.shape[1]:], skip_special_tokens=True).strip())
         print(json.dumps(outs))
     """)
-    done = subprocess.run([sys.executable, "-c", script], input=json.dumps([r["prompt"] for r in rows]),
-                          capture_output=True, text=True, check=True, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps([r["prompt"] for r in rows]),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [r["response"] for r in rows]
 
 
@@ -125,12 +155,15 @@ def test_answers_written_by_the_model_are_filtered_cached_and_used(tmp_path, mon
     """forget/normal_answers_from: model. A random tiny model writes byte gibberish, so its
     generation is replaced by a stand-in (named so) that answers in three ways: a refusal and a
     degenerate loop are dropped, real answers are kept, cached in the run folder and trained on."""
-    from lethe.core import pipeline
-    from lethe.core.spec import parse_spec
+    from lethe.core.run import pipeline
+    from lethe.core.spec.job import parse_spec
 
     def stand_in_generate(model, tokenizer, prompts, template, gen):
-        styles = ["I'm sorry, I can't help with that.", "ha ha ha ha ha ha ha ha",
-                  "First you gather the parts, then you assemble them carefully."]
+        styles = [
+            "I'm sorry, I can't help with that.",
+            "ha ha ha ha ha ha ha ha",
+            "First you gather the parts, then you assemble them carefully.",
+        ]
         return [styles[i % 3] for i in range(len(prompts))]
 
     monkeypatch.setattr(pipeline, "generate", stand_in_generate)
@@ -138,25 +171,31 @@ def test_answers_written_by_the_model_are_filtered_cached_and_used(tmp_path, mon
     for name in ("forget_generated.jsonl", "normal_generated.jsonl"):
         rows = [json.loads(line) for line in (tmp_path / "run" / name).read_text().splitlines()]
         assert rows and {row["response"] for row in rows} == {
-            "First you gather the parts, then you assemble them carefully."}
+            "First you gather the parts, then you assemble them carefully."
+        }
     assert summary.metrics["training"]["steps"] == 2
-
 
 
 def test_after_a_fine_tuning_stage_the_probes_original_is_the_fine_tuned_model(tmp_path):
     # the copyright case under LoRA: "original" must be the model that learned the text (what
     # unlearning starts from), not the adapter-disabled base model that never saw it
     data = yaml.safe_load((ROOT / "examples" / "tiny.yaml").read_text())
-    data["finetune"] = {"data": {"source": "data/tiny_forget.jsonl", "schema": "pairs"},
-                        "train": {"lr": 0.02, "steps": 12, "batch_size": 4}}
-    data["unlearn"] = {"method": "npo", "forget": data["unlearn"]["forget"], "normal": data["unlearn"]["normal"],
-                       "train": {"lr": 0.005, "steps": 2, "batch_size": 2}}
+    data["finetune"] = {
+        "data": {"source": "data/tiny_forget.jsonl", "schema": "pairs"},
+        "train": {"lr": 0.02, "steps": 12, "batch_size": 4},
+    }
+    data["unlearn"] = {
+        "method": "npo",
+        "forget": data["unlearn"]["forget"],
+        "normal": data["unlearn"]["normal"],
+        "train": {"lr": 0.005, "steps": 2, "batch_size": 2},
+    }
     data["eval"]["max_examples"] = 8
     data["probes"] = {"relearn": None, "rephrase": None, "quantize": {"bits": [8]}, "max_examples": 8}
     spec = parse_spec(data)
-    from lethe.core.spec import absolutise_sources
+    from lethe.core.spec.job import absolutise_sources
 
-    absolutise_sources(spec, ROOT / "examples")
+    spec = absolutise_sources(spec, ROOT / "examples")
     metrics = run_job(spec, tmp_path / "run").metrics
     original = metrics["probes"]["quantize"]["original"]["forget_nll"]
     assert original == pytest.approx(metrics["before"]["forget_nll"], rel=1e-4)

@@ -9,21 +9,23 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from lethe.core.config import LoraSpec, ModelSpec
-from lethe.core.data import Example, read_rows
-from lethe.core.models import attach_lora, load_model
-from lethe.core.options import RelearnProbe, RephraseProbe
-from lethe.core.probes import (
+
+from lethe.core.data.examples import Example, read_rows
+from lethe.core.models.loading import load_model
+from lethe.core.models.lora import attach_lora
+from lethe.core.run.probes import (
     fake_quantize_,
-    nf4_quantize_,
     load_templates,
     merged_copy,
+    nf4_quantize_,
     probe_relearn,
     quantize_model_,
     retained,
     summarise,
 )
-from lethe.core.spec import parse_spec
+from lethe.core.spec.fields import LoraSpec, ModelSpec
+from lethe.core.spec.job import parse_spec
+from lethe.core.spec.options import RelearnProbe, RephraseProbe
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,9 +62,12 @@ def test_nf4_by_hand():
     0.15 nearest 0.1609, so (2, 0.8814, -2, 0.3219); the tail (0.5, 0.25) is its own block: a = 0.5."""
     weight = torch.tensor([[1.0, -0.5, 0.1, 0.0, 2.0], [1.0, -2.0, 0.3, 0.5, 0.25]])
     nf4_quantize_(weight, block_size=4)
-    expected = torch.tensor([[1.0, -0.5250730514526367, 0.07958029955625534, 0.0, 2.0],
-                             [2 * 0.44070982933044434, -2.0, 2 * 0.16093020141124725, 0.5,
-                              0.5 * 0.44070982933044434]])
+    expected = torch.tensor(
+        [
+            [1.0, -0.5250730514526367, 0.07958029955625534, 0.0, 2.0],
+            [2 * 0.44070982933044434, -2.0, 2 * 0.16093020141124725, 0.5, 0.5 * 0.44070982933044434],
+        ]
+    )
     torch.testing.assert_close(weight, expected)
 
 
@@ -122,6 +127,7 @@ def test_relearning_measures_the_rest_and_undoes_its_steps():
         def run(m) -> dict[str, float]:
             nll = answer_nll(m, tok, part, spec.format, 8)
             return {"forget_nll": sum(s for s, _ in nll) / sum(n for _, n in nll)}
+
         return run
 
     report = probe_relearn(model, tok, spec, forget, RelearnProbe(steps=5, fraction=0.5, lr=1e-2), make_eval)
@@ -134,9 +140,12 @@ def test_relearning_measures_the_rest_and_undoes_its_steps():
 def test_retained_share_by_hand():
     """Harmful rate 0.6 → 0.05 after unlearning, 0.3 after relearning: (0.6 − 0.3)/(0.6 − 0.05) = 0.5454.
     Forget NLL (higher is better) 2 → 8, then 5: (2 − 5)/(2 − 8) = 0.5."""
-    assert retained({"harmful_rate": 0.6}, {"harmful_rate": 0.05}, {"harmful_rate": 0.3},
-                    "harmful_rate") == pytest.approx(0.545454, abs=1e-5)
-    assert retained({"forget_nll": 2}, {"forget_nll": 8}, {"forget_nll": 5}, "forget_nll") == pytest.approx(0.5)
+    assert retained(
+        {"harmful_rate": 0.6}, {"harmful_rate": 0.05}, {"harmful_rate": 0.3}, "harmful_rate"
+    ) == pytest.approx(0.545454, abs=1e-5)
+    assert retained({"forget_nll": 2}, {"forget_nll": 8}, {"forget_nll": 5}, "forget_nll") == pytest.approx(
+        0.5
+    )
     assert retained({"forget_nll": 2}, {"forget_nll": 2}, {"forget_nll": 5}, "forget_nll") is None
 
 
@@ -148,13 +157,25 @@ def test_no_retained_share_of_a_change_within_noise():
 
 
 def test_the_summary_puts_the_quantised_original_beside_the_quantised_unlearned():
-    report = {"quantize": {"original": {"harmful_rate": 0.75}, "unlearned": {"harmful_rate": 0.125},
-                           "unlearned_4bit": {"harmful_rate": 0.375}, "original_4bit": {"harmful_rate": 0.375}},
-              "relearn": {"original": {"harmful_rate": 0.75}, "unlearned": {"harmful_rate": 0.125},
-                          "probed": {"harmful_rate": 0.5}}}
+    report = {
+        "quantize": {
+            "original": {"harmful_rate": 0.75},
+            "unlearned": {"harmful_rate": 0.125},
+            "unlearned_4bit": {"harmful_rate": 0.375},
+            "original_4bit": {"harmful_rate": 0.375},
+        },
+        "relearn": {
+            "original": {"harmful_rate": 0.75},
+            "unlearned": {"harmful_rate": 0.125},
+            "probed": {"harmful_rate": 0.5},
+        },
+    }
     rows = summarise(report, "harmful_rate")
-    assert rows["quantize_4bit"] == {"harmful_rate": 0.375, "retained": pytest.approx(0.6),
-                                     "original_quantized": 0.375}
+    assert rows["quantize_4bit"] == {
+        "harmful_rate": 0.375,
+        "retained": pytest.approx(0.6),
+        "original_quantized": 0.375,
+    }
     assert rows["relearn"] == {"harmful_rate": 0.5, "retained": pytest.approx(0.4)}
     assert "quantize_8bit" not in rows
 
@@ -170,30 +191,41 @@ def test_shipped_rephrasings_cover_the_kinds_the_issue_names():
 
 
 def test_a_job_reports_every_probe(tmp_path):
-    from lethe.core.pipeline import run_job
-    from lethe.core.spec import absolutise_sources
+    from lethe.core.run.pipeline import run_job
+    from lethe.core.spec.job import absolutise_sources
 
     data = yaml.safe_load((ROOT / "examples" / "tiny.yaml").read_text())
-    data["probes"] = {"relearn": {"steps": 2}, "max_examples": 4,
-                      "rephrase": {"max_prompts": 2, "kinds": ["roleplay", "language_fr"]}}
+    data["probes"] = {
+        "relearn": {"steps": 2},
+        "max_examples": 4,
+        "rephrase": {"max_prompts": 2, "kinds": ["roleplay", "language_fr"]},
+    }
     spec = parse_spec(data)
-    absolutise_sources(spec, ROOT / "examples")
+    spec = absolutise_sources(spec, ROOT / "examples")
     summary = run_job(spec, tmp_path / "run")
     probes = json.loads((tmp_path / "run" / "metrics.json").read_text())["probes"]
     assert probes == summary.metrics["probes"] and probes["objective"] == "harmful_rate"
     assert {"original", "unlearned", "probed"} <= set(probes["relearn"])
     assert {"unlearned_8bit", "unlearned_4bit", "original_8bit", "original_4bit"} <= set(probes["quantize"])
-    assert set(probes["rephrase"]["probed"]) == {"harmful_rate", "harmful_rate_roleplay", "harmful_rate_language_fr"}
+    assert set(probes["rephrase"]["probed"]) == {
+        "harmful_rate",
+        "harmful_rate_roleplay",
+        "harmful_rate_language_fr",
+    }
     assert {"relearn", "quantize_8bit", "quantize_4bit", "rephrase"} <= set(probes["summary"])
     assert (tmp_path / "run" / "probes.json").exists()
 
 
 def test_the_merged_original_after_an_earlier_stage_has_the_start_weights():
-    from lethe.core.config import LoraSpec
-    from lethe.core.models import attach_lora, original_weights, trainable_state
-    from lethe.core.probes import merged_copy
+    from lethe.core.models.lora import attach_lora
+    from lethe.core.models.reference import original_weights
+    from lethe.core.models.weights import trainable_state
+    from lethe.core.run.probes import merged_copy
+    from lethe.core.spec.fields import LoraSpec
 
-    model = attach_lora(load_model(ModelSpec(name="tiny-llama", device="cpu"))[0], LoraSpec(rank=2, dropout=0.0))
+    model = attach_lora(
+        load_model(ModelSpec(name="tiny-llama", device="cpu"))[0], LoraSpec(rank=2, dropout=0.0)
+    )
     ids = torch.tensor([[4, 8, 15, 16, 23, 42]])
     for seed in (0, 1):  # a fine-tuning stage, then unlearning
         if seed == 1:
@@ -206,7 +238,8 @@ def test_the_merged_original_after_an_earlier_stage_has_the_start_weights():
     with torch.no_grad(), original_weights(model, start):
         expected = model(input_ids=ids).logits
     with torch.no_grad():
-        torch.testing.assert_close(merged_copy(model, original=True, start=start)(input_ids=ids).logits, expected)
+        torch.testing.assert_close(
+            merged_copy(model, original=True, start=start)(input_ids=ids).logits, expected
+        )
     params = dict(model.named_parameters())
     assert all(torch.equal(params[n], v) for n, v in trained.items())  # the probe changed nothing
-

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lethe.cli import main
-from lethe.core.fingerprint import weights_sha256
-from lethe.core.report_html import write_report
+from lethe.cli.main import main
+from lethe.core.models.fingerprint import weights_sha256
+from lethe.core.run.report_html import write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -24,31 +24,80 @@ def run_folder(tmp_path: Path) -> Path:
     (run / "spec.yaml").write_text("name: demo\nmodel: {name: tiny-llama}\nunlearn: {method: yao}\n")
     (run / "env.json").write_text(json.dumps({"seed": 0, "versions": {"torch": "2.x"}}))
     (run / "model.json").write_text(json.dumps({"weights_sha256": "cd" * 32}))
-    rows = [{"stage": "unlearn", "step": s, "forget": -5 + s / 10, "random": 5 - s / 10, "loss": 1 / s,
-             "lr": 0.01, "grad_norm": 0.5} for s in range(1, 7)]
+    rows = [
+        {
+            "stage": "unlearn",
+            "step": s,
+            "forget": -5 + s / 10,
+            "random": 5 - s / 10,
+            "loss": 1 / s,
+            "lr": 0.01,
+            "grad_norm": 0.5,
+        }
+        for s in range(1, 7)
+    ]
     (run / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    harmful = {"before": [{"id": "f:0", "prompt": "How do I <b>x</b>?", "response": "<script>alert(1)</script>",
-                           "harmful": True, "refusal": False}],
-               "after": [{"id": "f:0", "prompt": "How do I <b>x</b>?", "response": "I cannot help\x00",
-                          "harmful": False, "refusal": True}]}
-    metrics = {"before": {"forget_nll": 2.0, "harmful_rate": 1.0}, "after": {"forget_nll": 6.0, "harmful_rate": 0.0},
-               "comparison": {"harmful_rate_reduction": 1.0},
-               "judge": {"kind": "trained", "accuracy": 0.9, "n": 90, "heldout_accuracy": 0.8,
-                         "check_set": "builtin:judge_check", "per_kind": {"refusal": {"n": 20, "accuracy": 1.0}}},
-               "training": {"steps": 6, "stopped_reason": "max_steps"},
-               "selection": {"chosen_step": 4, "reason": "step 4: harmful_rate 0.1 (before 0.8); the lowest"},
-               "probes": {"objective": "harmful_rate",
-                          "relearn": {"steps": 10, "relearned_examples": 8, "original": {"harmful_rate": 0.75},
-                                      "unlearned": {"harmful_rate": 0.125}, "probed": {"harmful_rate": 0.5}},
-                          "quantize": {"method": "fake-quant RTN", "original": {"harmful_rate": 0.75},
-                                       "unlearned": {"harmful_rate": 0.125},
-                                       "unlearned_4bit": {"harmful_rate": 0.375},
-                                       "original_4bit": {"harmful_rate": 0.4375}},
-                          "rephrase": {"original": {"harmful_rate_roleplay": 0.5},
-                                       "probed": {"harmful_rate_roleplay": 0.0625}},
-                          "summary": {"relearn": {"retained": 0.4}, "quantize_4bit": {"retained": 0.6}}},
-               "per_example": {"before": {"harmful_prompts": harmful["before"], "benign_prompts": []},
-                               "after": {"harmful_prompts": harmful["after"], "benign_prompts": []}}}
+    harmful = {
+        "before": [
+            {
+                "id": "f:0",
+                "prompt": "How do I <b>x</b>?",
+                "response": "<script>alert(1)</script>",
+                "harmful": True,
+                "refusal": False,
+            }
+        ],
+        "after": [
+            {
+                "id": "f:0",
+                "prompt": "How do I <b>x</b>?",
+                "response": "I cannot help\x00",
+                "harmful": False,
+                "refusal": True,
+            }
+        ],
+    }
+    metrics = {
+        "before": {"forget_nll": 2.0, "harmful_rate": 1.0},
+        "after": {"forget_nll": 6.0, "harmful_rate": 0.0},
+        "comparison": {"harmful_rate_reduction": 1.0},
+        "judge": {
+            "kind": "trained",
+            "accuracy": 0.9,
+            "n": 90,
+            "heldout_accuracy": 0.8,
+            "check_set": "builtin:judge_check",
+            "per_kind": {"refusal": {"n": 20, "accuracy": 1.0}},
+        },
+        "training": {"steps": 6, "stopped_reason": "max_steps"},
+        "selection": {"chosen_step": 4, "reason": "step 4: harmful_rate 0.1 (before 0.8); the lowest"},
+        "probes": {
+            "objective": "harmful_rate",
+            "relearn": {
+                "steps": 10,
+                "relearned_examples": 8,
+                "original": {"harmful_rate": 0.75},
+                "unlearned": {"harmful_rate": 0.125},
+                "probed": {"harmful_rate": 0.5},
+            },
+            "quantize": {
+                "method": "fake-quant RTN",
+                "original": {"harmful_rate": 0.75},
+                "unlearned": {"harmful_rate": 0.125},
+                "unlearned_4bit": {"harmful_rate": 0.375},
+                "original_4bit": {"harmful_rate": 0.4375},
+            },
+            "rephrase": {
+                "original": {"harmful_rate_roleplay": 0.5},
+                "probed": {"harmful_rate_roleplay": 0.0625},
+            },
+            "summary": {"relearn": {"retained": 0.4}, "quantize_4bit": {"retained": 0.6}},
+        },
+        "per_example": {
+            "before": {"harmful_prompts": harmful["before"], "benign_prompts": []},
+            "after": {"harmful_prompts": harmful["after"], "benign_prompts": []},
+        },
+    }
     (run / "metrics.json").write_text(json.dumps(metrics))
     return run
 
@@ -57,20 +106,30 @@ def test_report_has_the_figures_tables_and_escaped_generations(tmp_path: Path) -
     path = write_report(run_folder(tmp_path))
     html = path.read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(images) == 3 and all(base64.b64decode(i).startswith(PNG) for i in images)  # losses, metrics, judge
+    assert len(images) == 3 and all(
+        base64.b64decode(i).startswith(PNG) for i in images
+    )  # losses, metrics, judge
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "I cannot help\ufffd" in html and "How do I &lt;b&gt;x&lt;/b&gt;?" in html
     for text in ("forget_nll", "harmful_rate_reduction", "accuracy 0.9", "cd" * 32, "max_steps"):
         assert text in html
-    probes = html[html.index("<h2>Robustness probes</h2>"):]
-    for text in ("relearn: 10 steps on 8 forget examples", "<td class=num>0.4375</td>",
-                 "rephrased prompts: harmful_rate_roleplay", "<td class=num>0.0625</td>",
-                 "Checkpoint kept:</b> step 4"):
+    probes = html[html.index("<h2>Robustness probes</h2>") :]
+    for text in (
+        "relearn: 10 steps on 8 forget examples",
+        "<td class=num>0.4375</td>",
+        "rephrased prompts: harmful_rate_roleplay",
+        "<td class=num>0.0625</td>",
+        "Checkpoint kept:</b> step 4",
+    ):
         assert text in html
-    assert "harmful_rate_roleplay</td><td class=num>-</td><td class=num>-</td><td class=num>0.0625</td>" \
-           "<td class=num>0.5</td>" in probes
-    assert "4-bit weights</td><td class=num>0.75</td><td class=num>0.125</td><td class=num>0.375</td>" in probes
-    assert "src=\"http" not in html and "href=\"http" not in html  # nothing to fetch: readable offline
+    assert (
+        "harmful_rate_roleplay</td><td class=num>-</td><td class=num>-</td><td class=num>0.0625</td>"
+        "<td class=num>0.5</td>" in probes
+    )
+    assert (
+        "4-bit weights</td><td class=num>0.75</td><td class=num>0.125</td><td class=num>0.375</td>" in probes
+    )
+    assert 'src="http' not in html and 'href="http' not in html  # nothing to fetch: readable offline
 
 
 def test_lethe_report_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,24 +10,20 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-import lethe.core.selection as selection_module
-from lethe.core.config import LoraSpec, ModelSpec, PromptFormat
-from lethe.core.data import Example
-from lethe.core.methods import YaoStage, terms_for
-from lethe.core.models import Reference, attach_lora, load_model
-from lethe.core.options import Criterion, SelectSpec
-from lethe.core.selection import (
-    Evaluation,
-    Selection,
-    choose,
-    improvement,
-    meets,
-    stalled,
-)
+
+import lethe.core.evaluation.selection as selection_module
+from lethe.core.data.examples import Example
 from lethe.core.evaluation import EvalSets
-from lethe.core.spec import absolutise_sources, parse_spec
-from lethe.core.train import Cancelled, RunHooks, Stage, StageData, run_stage
-from lethe.core.unlearning import hold_out, selection_for, split_for_selection
+from lethe.core.evaluation.selection import Evaluation, Selection, choose, improvement, meets, stalled
+from lethe.core.methods import YaoStage, terms_for
+from lethe.core.models.loading import load_model
+from lethe.core.models.lora import attach_lora
+from lethe.core.models.reference import Reference
+from lethe.core.run.unlearn_stage import hold_out, selection_for, split_for_selection
+from lethe.core.spec.fields import LoraSpec, ModelSpec, PromptFormat
+from lethe.core.spec.job import absolutise_sources, parse_spec
+from lethe.core.spec.options import Criterion, SelectSpec
+from lethe.core.training.engine import Cancelled, RunHooks, Stage, StageData, run_stage
 
 ROOT = Path(__file__).resolve().parents[2]
 CRITERION = Criterion(objective="harmful_rate", max_normal_ppl_increase=0.10)
@@ -46,9 +42,11 @@ def test_choose_takes_the_lowest_objective_within_the_perplexity_bound():
 
 
 def test_the_reason_names_every_bound_that_excluded_a_step():
-    evals = [Evaluation(0, {"harmful_rate": 0.8, "normal_ppl": 2.0, "over_refusal": 0.0}),
-             Evaluation(20, {"harmful_rate": 0.3, "normal_ppl": 2.0, "over_refusal": 0.0}),
-             Evaluation(40, {"harmful_rate": 0.0, "normal_ppl": 2.0, "over_refusal": 0.07})]
+    evals = [
+        Evaluation(0, {"harmful_rate": 0.8, "normal_ppl": 2.0, "over_refusal": 0.0}),
+        Evaluation(20, {"harmful_rate": 0.3, "normal_ppl": 2.0, "over_refusal": 0.0}),
+        Evaluation(40, {"harmful_rate": 0.0, "normal_ppl": 2.0, "over_refusal": 0.07}),
+    ]
     criterion = Criterion(objective="harmful_rate", max_over_refusal=0.05)
     best, reason = choose(evals, criterion, "harmful_rate")
     assert best.step == 20 and "with normal_ppl ≤ +10% and over_refusal ≤ 0.05" in reason
@@ -66,8 +64,11 @@ def test_choose_falls_back_to_the_closest_when_nothing_is_feasible():
 
 
 def test_forget_nll_is_maximised_and_ties_go_to_the_earlier_step():
-    evals = [Evaluation(0, {"forget_nll": 1.0}), Evaluation(5, {"forget_nll": 3.0}),
-             Evaluation(10, {"forget_nll": 3.0})]
+    evals = [
+        Evaluation(0, {"forget_nll": 1.0}),
+        Evaluation(5, {"forget_nll": 3.0}),
+        Evaluation(10, {"forget_nll": 3.0}),
+    ]
     assert choose(evals, Criterion(objective="forget_nll"), "forget_nll")[0].step == 5
     assert improvement(evals[0].metrics, evals[1].metrics, "forget_nll") == pytest.approx(2.0)
 
@@ -83,9 +84,15 @@ def test_stalled_counts_evaluations_since_the_last_feasible_improvement():
 def test_meets_needs_the_constraints_and_the_minimum_improvement():
     strict = CRITERION.model_copy(update={"min_improvement": 0.9, "max_over_refusal": 0.05})
     before = {"harmful_rate": 0.6, "normal_ppl": 10.0, "over_refusal": 0.0}
-    assert meets({"harmful_rate": 0.05, "normal_ppl": 10.5, "over_refusal": 0.0}, before, strict, "harmful_rate")
-    assert not meets({"harmful_rate": 0.1, "normal_ppl": 10.5, "over_refusal": 0.0}, before, strict, "harmful_rate")
-    assert not meets({"harmful_rate": 0.0, "normal_ppl": 10.5, "over_refusal": 0.1}, before, strict, "harmful_rate")
+    assert meets(
+        {"harmful_rate": 0.05, "normal_ppl": 10.5, "over_refusal": 0.0}, before, strict, "harmful_rate"
+    )
+    assert not meets(
+        {"harmful_rate": 0.1, "normal_ppl": 10.5, "over_refusal": 0.0}, before, strict, "harmful_rate"
+    )
+    assert not meets(
+        {"harmful_rate": 0.0, "normal_ppl": 10.5, "over_refusal": 0.1}, before, strict, "harmful_rate"
+    )
 
 
 # ------------------------------------------------------------------ in the training loop
@@ -107,17 +114,39 @@ class Scripted:
         return metrics
 
 
-def _run(tmp_path: Path | None, evaluator: Scripted, patience: int | None, steps: int = 8,
-         hooks: RunHooks | None = None, checkpoint_every: int = 0):
+def _run(
+    tmp_path: Path | None,
+    evaluator: Scripted,
+    patience: int | None,
+    steps: int = 8,
+    hooks: RunHooks | None = None,
+    checkpoint_every: int = 0,
+):
     model, tok = load_model(ModelSpec(name="tiny-llama", device="cpu"))
     model = attach_lora(model, LoraSpec(rank=4, alpha=8))
     ref = {"source": "unused.jsonl"}
-    method = YaoStage(forget=ref, normal=ref, train={"lr": 5e-3, "steps": steps, "batch_size": 2,
-                                                     "checkpoint_every": checkpoint_every})
-    selection = Selection(evaluator, SelectSpec(every=2, patience=patience), CRITERION, "harmful_rate",
-                          folder=tmp_path / "ckpt" if tmp_path else None)
-    stage = Stage("unlearn", terms_for(method), StageData(FORGET, NORMAL), method.train, FMT, seed=1,
-                  checkpoint_dir=tmp_path / "ckpt" if tmp_path else None, selection=selection)
+    method = YaoStage(
+        forget=ref,
+        normal=ref,
+        train={"lr": 5e-3, "steps": steps, "batch_size": 2, "checkpoint_every": checkpoint_every},
+    )
+    selection = Selection(
+        evaluator,
+        SelectSpec(every=2, patience=patience),
+        CRITERION,
+        "harmful_rate",
+        folder=tmp_path / "ckpt" if tmp_path else None,
+    )
+    stage = Stage(
+        "unlearn",
+        terms_for(method),
+        StageData(FORGET, NORMAL),
+        method.train,
+        FMT,
+        seed=1,
+        checkpoint_dir=tmp_path / "ckpt" if tmp_path else None,
+        selection=selection,
+    )
     result = run_stage(model, tok, stage, hooks, Reference(model))
     return model, result
 
@@ -151,8 +180,13 @@ def test_a_resumed_run_chooses_the_same_checkpoint(tmp_path):
         return calls["n"] == 7
 
     with pytest.raises(Cancelled):
-        _run(tmp_path / "b", Scripted(rates), None, hooks=RunHooks(should_cancel=crash_before_step_seven),
-             checkpoint_every=2)
+        _run(
+            tmp_path / "b",
+            Scripted(rates),
+            None,
+            hooks=RunHooks(should_cancel=crash_before_step_seven),
+            checkpoint_every=2,
+        )
     resumed_eval = Scripted(rates)
     resumed_eval.step = 8  # the resumed run evaluates step 8 only: 0-6 come from the checkpoint
     model, result = _run(tmp_path / "b", resumed_eval, patience=None, checkpoint_every=2)
@@ -163,9 +197,10 @@ def test_a_resumed_run_chooses_the_same_checkpoint(tmp_path):
 
 
 def test_the_job_writes_the_chosen_checkpoint_and_says_why(tmp_path):
-    from lethe.core.pipeline import run_job
-    from lethe.core.spec import load_spec
     from safetensors.torch import load_file
+
+    from lethe.core.run.pipeline import run_job
+    from lethe.core.spec.job import load_spec
 
     data = yaml.safe_load((ROOT / "examples" / "tiny.yaml").read_text())
     data["select"] = {"every": 2, "patience": None, "probe_examples": 4}
@@ -176,7 +211,9 @@ def test_the_job_writes_the_chosen_checkpoint_and_says_why(tmp_path):
         (tmp_path / "data" / name).write_text((ROOT / "examples" / "data" / name).read_text())
     summary = run_job(load_spec(tmp_path / "spec.yaml"), tmp_path / "run")
     selection = json.loads((tmp_path / "run" / "metrics.json").read_text())["selection"]
-    assert selection["chosen_step"] in (2, 4, 6) and selection["reason"].startswith(f"step {selection['chosen_step']}")
+    assert selection["chosen_step"] in (2, 4, 6) and selection["reason"].startswith(
+        f"step {selection['chosen_step']}"
+    )
     assert [e["step"] for e in selection["evaluations"]] == [0, 2, 4, 6]
     assert "checkpoint chosen: step" in (tmp_path / "run" / "run.log").read_text()
     best = torch.load(next((tmp_path / "run" / "checkpoints" / "unlearn").glob("best-step-*.pt")))
@@ -202,35 +239,55 @@ def _seen_by_selection(monkeypatch, select: dict) -> dict[str, list[str]]:
     data["select"] = select
     data["criterion"] = {"objective": "harmful_rate", "max_over_refusal": 0.5}
     spec = parse_spec(data)
-    absolutise_sources(spec, ROOT / "examples")
-    test_sets = EvalSets(harmful_prompts=[Example("t1", "TEST harmful", "")],
-                         benign_prompts=[Example("t2", "TEST benign", "")], normal=[Example("t3", "TEST q", "a")])
+    spec = absolutise_sources(spec, ROOT / "examples")
+    test_sets = EvalSets(
+        harmful_prompts=[Example("t1", "TEST harmful", "")],
+        benign_prompts=[Example("t2", "TEST benign", "")],
+        normal=[Example("t3", "TEST q", "a")],
+    )
     seen: dict[str, list[str]] = {}
 
     def spy(model, tokenizer, spec, fmt, judge, forget, reference_responses, sets):
-        seen.update(harmful=[e.prompt for e in sets.harmful_prompts], benign=[e.prompt for e in sets.benign_prompts],
-                    normal=[e.prompt for e in sets.normal], forget=[e.prompt for e in forget])
+        seen.update(
+            harmful=[e.prompt for e in sets.harmful_prompts],
+            benign=[e.prompt for e in sets.benign_prompts],
+            normal=[e.prompt for e in sets.normal],
+            forget=[e.prompt for e in forget],
+        )
         return SimpleNamespace(metrics={"harmful_rate": 0.0})
 
     monkeypatch.setattr(selection_module, "evaluate", spy)
     forget = [Example("f", "TRAIN forget", "x")]
     normal = [Example("n", "TRAIN normal", "y")]
-    selection_for(spec, None, object(), test_sets, split_for_selection(spec, forget, normal), None).evaluate(None)
+    selection_for(spec, None, object(), test_sets, split_for_selection(spec, forget, normal), None).evaluate(
+        None
+    )
     return seen
 
 
 def test_evaluation_during_training_never_reads_the_eval_sets(monkeypatch):
     seen = _seen_by_selection(monkeypatch, {"every": 2})
-    assert seen == {"harmful": ["TRAIN forget"], "benign": ["TRAIN normal"], "normal": ["TRAIN normal"],
-                    "forget": ["TRAIN forget"]}
+    assert seen == {
+        "harmful": ["TRAIN forget"],
+        "benign": ["TRAIN normal"],
+        "normal": ["TRAIN normal"],
+        "forget": ["TRAIN forget"],
+    }
 
 
 def test_evaluation_during_training_reads_the_validation_sets_it_is_given(monkeypatch):
-    tiny_normal = [json.loads(line)["prompt"] for line in
-                   (ROOT / "examples" / "data" / "tiny_normal.jsonl").read_text().splitlines()]
-    seen = _seen_by_selection(monkeypatch, {"every": 2, "harmful_prompts": {
-        "source": "data/tiny_normal.jsonl", "schema": "prompts"}, "normal": {
-        "source": "data/tiny_normal.jsonl", "schema": "pairs"}})
+    tiny_normal = [
+        json.loads(line)["prompt"]
+        for line in (ROOT / "examples" / "data" / "tiny_normal.jsonl").read_text().splitlines()
+    ]
+    seen = _seen_by_selection(
+        monkeypatch,
+        {
+            "every": 2,
+            "harmful_prompts": {"source": "data/tiny_normal.jsonl", "schema": "prompts"},
+            "normal": {"source": "data/tiny_normal.jsonl", "schema": "pairs"},
+        },
+    )
     assert seen["harmful"] == tiny_normal[:16] and seen["normal"] == tiny_normal[:16]
     assert seen["benign"] == ["TRAIN normal"]
 
@@ -245,7 +302,12 @@ def test_holdout_keeps_a_seeded_share_out_of_unlearning_for_validation(monkeypat
     forget = [Example(f"f{i}", f"forget {i}", "x") for i in range(8)]
     normal = [Example(f"n{i}", f"normal {i}", "y") for i in range(4)]
     split = split_for_selection(spec, forget, normal)
-    assert (len(split.forget), len(split.held_forget), len(split.normal), len(split.held_normal)) == (6, 2, 3, 1)
+    assert (len(split.forget), len(split.held_forget), len(split.normal), len(split.held_normal)) == (
+        6,
+        2,
+        3,
+        1,
+    )
     assert not {e.id for e in split.forget} & {e.id for e in split.held_forget}
     assert sorted(split.forget + split.held_forget, key=lambda e: int(e.id[1:])) == forget
     assert split == split_for_selection(spec, forget, normal)
@@ -253,8 +315,11 @@ def test_holdout_keeps_a_seeded_share_out_of_unlearning_for_validation(monkeypat
     seen: dict[str, list[str]] = {}
 
     def spy(model, tokenizer, spec, fmt, judge, forget, reference_responses, sets):
-        seen.update(harmful=[e.prompt for e in sets.harmful_prompts], benign=[e.prompt for e in sets.benign_prompts],
-                    forget=[e.prompt for e in forget])
+        seen.update(
+            harmful=[e.prompt for e in sets.harmful_prompts],
+            benign=[e.prompt for e in sets.benign_prompts],
+            forget=[e.prompt for e in forget],
+        )
         return SimpleNamespace(metrics={"harmful_rate": 0.0})
 
     monkeypatch.setattr(selection_module, "evaluate", spy)
@@ -265,5 +330,7 @@ def test_holdout_keeps_a_seeded_share_out_of_unlearning_for_validation(monkeypat
 
 def test_no_holdout_trains_on_everything():
     assert hold_out([Example("a", "p", "r"), Example("b", "q", "s")], 0.0, 0) == (
-        [Example("a", "p", "r"), Example("b", "q", "s")], [])
+        [Example("a", "p", "r"), Example("b", "q", "s")],
+        [],
+    )
     assert hold_out([Example("a", "p", "r")], 0.5, 0) == ([Example("a", "p", "r")], [])

@@ -10,9 +10,9 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from lethe.service import db, migrate
-from lethe.service.cli import main
-from lethe.service.settings import Settings
+from lethe.cli.service import main
+from lethe.service.infra import db, migrate
+from lethe.service.infra.settings import Settings
 
 
 def test_upgrade_builds_the_models_schema(tmp_path: Path) -> None:
@@ -26,10 +26,10 @@ def test_upgrade_builds_the_models_schema(tmp_path: Path) -> None:
 
 
 def test_unmigrated_database_is_refused_with_what_to_run(tmp_path: Path) -> None:
-    from lethe.api.app import create_app
+    from lethe.cli.wiring import build_app
 
     with pytest.raises(migrate.NotMigrated, match=r"database is not migrated: run 'lethe db upgrade'"):
-        create_app(Settings(data_dir=tmp_path))
+        build_app(Settings(data_dir=tmp_path))
 
 
 def test_serve_refuses_an_unmigrated_server_database(tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
@@ -73,7 +73,7 @@ def test_worker_needs_a_broker(tmp_path: Path, monkeypatch, capsys) -> None:  # 
 
 
 def test_the_lethe_command_has_the_service_verbs(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
-    from lethe.cli import main as lethe
+    from lethe.cli.main import main as lethe
 
     monkeypatch.setenv("LETHE_DATA_DIR", str(tmp_path))
     assert lethe(["db", "upgrade"]) == 0

@@ -13,11 +13,13 @@ from pathlib import Path
 from service_helpers import job_spec
 from sqlalchemy import select, update
 
-from lethe.core.spec import parse_spec
-from lethe.service import artifacts, jobs
-from lethe.service.datasets import DatasetMeta, upload_dataset
-from lethe.service.db import Job, JobEvent, transaction, utcnow
-from lethe.service.execution import Outcome, claim_job, execute_job, requeue_orphans
+from lethe.core.spec.job import parse_spec
+from lethe.service.infra.db import Job, JobEvent, transaction, utcnow
+from lethe.service.jobs import records as jobs
+from lethe.service.jobs.claim import Outcome, claim_job
+from lethe.service.jobs.execution import execute_job, requeue_orphans
+from lethe.service.storage import artifacts
+from lethe.service.storage.datasets import DatasetMeta, upload_dataset
 
 pytest_plugins = ["service_fixtures"]  # the service fixtures: settings, queued_runtime, fake_engine
 
@@ -66,12 +68,16 @@ def test_a_stale_lease_is_taken_over_and_fences_the_old_worker(queued_runtime, f
     job = new_job(rt)
     old = claim_job(rt, job.id)
     with transaction(rt.sessions) as session:  # the old worker's heartbeat stopped long ago
-        session.execute(update(Job).where(Job.id == job.id).values(
-            heartbeat_at=utcnow() - timedelta(seconds=rt.settings.job_lease_s + 1)))
+        session.execute(
+            update(Job)
+            .where(Job.id == job.id)
+            .values(heartbeat_at=utcnow() - timedelta(seconds=rt.settings.job_lease_s + 1))
+        )
     assert execute_job(rt, job.id) is Outcome.DONE
     after = status_of(rt, job.id)
     assert (after.status, after.attempts) == ("succeeded", 2)
-    from lethe.service.execution import Heartbeat, finish
+    from lethe.service.jobs.claim import Heartbeat
+    from lethe.service.jobs.execution import finish
 
     beat = Heartbeat(rt, old)
     beat.beat()
@@ -122,8 +128,12 @@ def test_adapter_archive_is_reproducible_and_never_follows_links(tmp_path: Path)
     artifacts.build_adapter_archive(adapter, second)
     assert first.read_bytes() == second.read_bytes()
     with tarfile.open(fileobj=io.BytesIO(first.read_bytes())) as tar:
-        assert tar.getnames() == ["adapter", "adapter/adapter_config.json", "adapter/sub",
-                                  "adapter/sub/w.bin"]
+        assert tar.getnames() == [
+            "adapter",
+            "adapter/adapter_config.json",
+            "adapter/sub",
+            "adapter/sub/w.bin",
+        ]
         assert {m.uid for m in tar.getmembers()} == {0}
     out = tmp_path / "x"
     artifacts.safe_extract(first, out)

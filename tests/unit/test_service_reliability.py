@@ -16,12 +16,13 @@ from service_helpers import AUTH, fake_run_job, job_spec, upload, wait_for
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
-from lethe.core.spec import parse_spec
-from lethe.service import auth, jobs
-from lethe.service.db import Artifact, Dataset, Job, JobEvent, transaction, utcnow
-from lethe.service.execution import Outcome, claim_job
-from lethe.service.reconcile import Maintenance, Reconciler, check_heartbeats
-from lethe.service.storage import StorageError
+from lethe.core.spec.job import parse_spec
+from lethe.service.infra.db import Artifact, Dataset, Job, JobEvent, transaction, utcnow
+from lethe.service.infra.object_store import StorageError
+from lethe.service.jobs import records as jobs
+from lethe.service.jobs.claim import Outcome, claim_job
+from lethe.service.jobs.reconcile import Maintenance, Reconciler, check_heartbeats
+from lethe.service.trust import auth
 
 pytest_plugins = ["service_fixtures"]
 
@@ -53,8 +54,9 @@ def test_a_retry_with_another_callback_is_another_request(queued_client: TestCli
     assert first.status_code == 201
     again = queued_client.post("/v1/jobs", json=job_spec(ds), headers=key, params=hook)
     assert again.status_code == 201 and again.json()["id"] == first.json()["id"]
-    other = queued_client.post("/v1/jobs", json=job_spec(ds), headers=key,
-                               params={"callback_url": "https://1.1.1.1/b"})
+    other = queued_client.post(
+        "/v1/jobs", json=job_spec(ds), headers=key, params={"callback_url": "https://1.1.1.1/b"}
+    )
     assert other.status_code == 409 and "different request body" in other.json()["detail"]
     assert queued_client.post("/v1/jobs", json=job_spec(ds), headers=key).status_code == 409
 
@@ -63,8 +65,12 @@ def test_concurrent_retries_make_one_job(queued_client: TestClient) -> None:
     ds = upload(queued_client).json()["reference"]
     key = {"Idempotency-Key": "same"}
     answers: list[Any] = []
-    threads = [threading.Thread(target=lambda: answers.append(
-        queued_client.post("/v1/jobs", json=job_spec(ds), headers=key))) for _ in range(4)]
+    threads = [
+        threading.Thread(
+            target=lambda: answers.append(queued_client.post("/v1/jobs", json=job_spec(ds), headers=key))
+        )
+        for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -85,24 +91,27 @@ def test_a_failed_request_releases_its_key(queued_client: TestClient, queued_run
 
 def test_a_retried_upload_returns_the_first_dataset(client: TestClient) -> None:
     key = {"Idempotency-Key": "upload-1"}
-    first = client.post("/v1/datasets", files={"file": ("a.jsonl", b'{"prompt": "p", "response": "r"}\n')},
-                        headers=key)
-    again = client.post("/v1/datasets", files={"file": ("a.jsonl", b'{"prompt": "p", "response": "r"}\n')},
-                        headers=key)
+    first = client.post(
+        "/v1/datasets", files={"file": ("a.jsonl", b'{"prompt": "p", "response": "r"}\n')}, headers=key
+    )
+    again = client.post(
+        "/v1/datasets", files={"file": ("a.jsonl", b'{"prompt": "p", "response": "r"}\n')}, headers=key
+    )
     assert first.status_code == again.status_code == 201 and first.json()["id"] == again.json()["id"]
-    changed = client.post("/v1/datasets", files={"file": ("a.jsonl", b'{"prompt": "q", "response": "r"}\n')},
-                          headers=key)
+    changed = client.post(
+        "/v1/datasets", files={"file": ("a.jsonl", b'{"prompt": "q", "response": "r"}\n')}, headers=key
+    )
     assert changed.status_code == 409
     assert count(client, Dataset) == 1
 
 
 # ------------------------------------------------------------------ quotas
 def test_queued_quota_is_429_with_retry_after(queued_runtime, settings) -> None:  # noqa: ANN001
-    from lethe.api.app import create_app
+    from lethe.cli.wiring import build_app
 
     rt, _ = queued_runtime
     rt.settings = settings.model_copy(update={"tenant_max_queued": 2, "quota_retry_after_s": 7})
-    with TestClient(create_app(runtime=rt), headers=AUTH) as c:
+    with TestClient(build_app(runtime=rt), headers=AUTH) as c:
         ds = upload(c).json()["reference"]
         assert [c.post("/v1/jobs", json=job_spec(ds)).status_code for _ in range(2)] == [201, 201]
         r = c.post("/v1/jobs", json=job_spec(ds))
@@ -110,8 +119,9 @@ def test_queued_quota_is_429_with_retry_after(queued_runtime, settings) -> None:
         assert "LETHE_TENANT_MAX_QUEUED" in r.json()["detail"]
         _, other = auth.create_key(rt.sessions, "other", "submit,read")
         theirs = {"Authorization": f"Bearer {other}"}
-        ds_b = c.post("/v1/datasets", files={"file": ("a.jsonl", b'{"prompt": "p", "response": "r"}\n')},
-                      headers=theirs).json()["reference"]
+        ds_b = c.post(
+            "/v1/datasets", files={"file": ("a.jsonl", b'{"prompt": "p", "response": "r"}\n')}, headers=theirs
+        ).json()["reference"]
         assert c.post("/v1/jobs", json=job_spec(ds_b), headers=theirs).status_code == 201  # per tenant
 
 
@@ -127,7 +137,7 @@ def test_running_quota_defers_the_claim(queued_runtime, settings, fake_engine) -
 
 
 def new_job(rt: Any, name: str = "t") -> Job:
-    from lethe.service.datasets import DatasetMeta, upload_dataset
+    from lethe.service.storage.datasets import DatasetMeta, upload_dataset
 
     with open(Path(__file__).resolve().parents[2] / "examples" / "data" / "tiny_forget.jsonl", "rb") as f:
         ds = upload_dataset(rt, f, "f.jsonl", DatasetMeta(name="f"), tenant="default")
@@ -199,8 +209,9 @@ def test_a_failed_storage_write_leaves_no_row(client: TestClient, monkeypatch: p
             assert storage.exists(row.storage_key)  # no row points to a missing object
 
 
-def test_database_outage_is_503_and_a_retry_succeeds(client: TestClient,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_database_outage_is_503_and_a_retry_succeeds(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def down(*_: Any, **__: Any) -> Any:
         raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
 
@@ -212,7 +223,7 @@ def test_database_outage_is_503_and_a_retry_succeeds(client: TestClient,
 
 
 def test_finishing_retries_while_the_database_is_down(queued_runtime, monkeypatch) -> None:  # noqa: ANN001
-    from lethe.service import execution
+    from lethe.service.jobs import execution
 
     rt, _ = queued_runtime
     monkeypatch.setattr("time.sleep", lambda _s: None)
@@ -233,8 +244,9 @@ def test_finishing_retries_while_the_database_is_down(queued_runtime, monkeypatc
 
 
 # ------------------------------------------------------------------ cancel in every stage
-def test_cancel_between_stages_and_after_the_last(client: TestClient,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cancel_between_stages_and_after_the_last(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ds = upload(client).json()["reference"]
 
     def engine(spec: Any, out_dir: Path, hooks: Any = None) -> Any:
@@ -243,7 +255,7 @@ def test_cancel_between_stages_and_after_the_last(client: TestClient,
             hooks.on_stage("eval_after")  # the next stage starts: the run stops here
         return fake_run_job(spec.model_copy(update={"name": "t"}), out_dir, None)  # runs to the end
 
-    monkeypatch.setattr("lethe.core.pipeline.run_job", engine)
+    monkeypatch.setattr("lethe.core.run.pipeline.run_job", engine)
     for name in ("between", "after"):
         job_id = client.post("/v1/jobs", json=job_spec(ds, name=name)).json()["id"]
         wait_for(client, job_id, ("running",))
@@ -258,11 +270,14 @@ def test_cancel_between_stages_and_after_the_last(client: TestClient,
 
 def test_the_service_checkpoints_stages_whose_spec_sets_no_interval() -> None:
     # without checkpoints, a job whose worker died starts again from step 0
-    from lethe.core.spec import parse_spec
-    from lethe.service.execution import with_checkpoints
+    from lethe.core.spec.job import parse_spec
+    from lethe.service.jobs.execution import with_checkpoints
 
-    base = {"name": "j", "model": {"name": "tiny-llama"},
-            "unlearn": {"method": "ga", "forget": {"source": "f.jsonl"}, "train": {"steps": 4}}}
+    base = {
+        "name": "j",
+        "model": {"name": "tiny-llama"},
+        "unlearn": {"method": "ga", "forget": {"source": "f.jsonl"}, "train": {"steps": 4}},
+    }
     assert with_checkpoints(parse_spec(base), 25).unlearn.train.checkpoint_every == 25
     assert with_checkpoints(parse_spec(base), 0).unlearn.train.checkpoint_every == 0
     own = dict(base, unlearn=dict(base["unlearn"], train={"steps": 4, "checkpoint_every": 0}))

@@ -6,20 +6,22 @@ import argparse
 import json
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lethe.service.cli import add_service_commands
-from lethe.service.settings import Settings, settings_markdown
+from lethe.cli.service import add_service_commands
+from lethe.service.infra.settings import Settings, settings_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_settings_doc_is_generated_from_the_class() -> None:
-    assert (ROOT / "docs" / "settings.md").read_text() == settings_markdown(), \
-        "regenerate: python -m lethe.service.settings > docs/settings.md"
+    assert (ROOT / "docs" / "settings.md").read_text() == settings_markdown(), (
+        "regenerate: python -m lethe.service.infra.settings > docs/settings.md"
+    )
 
 
 def test_every_setting_is_documented() -> None:
@@ -75,6 +77,18 @@ def test_dockerfile_commands_exist(name: str) -> None:
     assert re.search(r"^FROM \S+:\S+", text, re.M), "pin the base image"
 
 
+@pytest.mark.parametrize("name", ["Dockerfile.api", "Dockerfile.worker"])
+def test_images_copy_every_package_folder(name: str) -> None:
+    """Each folder that pyproject installs as part of `lethe` is sent to the build and copied in."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = set(setuptools["package-dir"].values())
+    text = (ROOT / "docker" / name).read_text()
+    ignore = (ROOT / "docker" / f"{name}.dockerignore").read_text().splitlines()
+    for folder in folders:
+        assert f"COPY {folder} {folder}" in text, f"{name} does not copy {folder}/"
+        assert f"!{folder}/" in ignore, f"{name}.dockerignore leaves {folder}/ out of the build context"
+
+
 def test_compose_commands_exist_and_migration_gates_the_services() -> None:
     services = compose()["services"]
     for name, service in services.items():
@@ -102,5 +116,6 @@ def test_readme_documents_every_setting():
     readme = (ROOT / "README.md").read_text()
     start, end = readme.index("<!-- settings:start -->"), readme.index("<!-- settings:end -->")
     table = settings_markdown().split("\n", 4)[4]
-    assert readme[start:end].split("\n", 1)[1] == table, \
-        "regenerate the README's settings table from `python -m lethe.service.settings`"
+    assert readme[start:end].split("\n", 1)[1] == table, (
+        "regenerate the README's settings table from `python -m lethe.service.infra.settings`"
+    )

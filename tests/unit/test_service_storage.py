@@ -7,8 +7,15 @@ from pathlib import Path
 import pytest
 from service_helpers import free_port
 
-from lethe.service.settings import Settings
-from lethe.service.storage import LocalStorage, S3Storage, StorageError, check_key, make_storage, s3_client
+from lethe.service.infra.object_store import (
+    LocalStorage,
+    S3Storage,
+    StorageError,
+    check_key,
+    make_storage,
+    s3_client,
+)
+from lethe.service.infra.settings import Settings
 
 pytest_plugins = ["service_fixtures"]  # s3_endpoint (moto on loopback), aws_env
 
@@ -18,8 +25,9 @@ def storage(request, tmp_path: Path, aws_env: None):  # noqa: ANN001
     if request.param == "local":
         return LocalStorage(tmp_path / "store")
     endpoint = request.getfixturevalue("s3_endpoint")
-    settings = Settings(data_dir=tmp_path, storage="s3", s3_endpoint_url=endpoint, s3_bucket="lethe-test",
-                        s3_prefix="p/")
+    settings = Settings(
+        data_dir=tmp_path, storage="s3", s3_endpoint_url=endpoint, s3_bucket="lethe-test", s3_prefix="p/"
+    )
     s3_client(settings).create_bucket(Bucket="lethe-test")
     return make_storage(settings)
 
@@ -61,8 +69,9 @@ def test_local_write_is_atomic(tmp_path: Path) -> None:
 
 
 def test_unreachable_s3_fails_the_check(tmp_path: Path, aws_env: None) -> None:
-    settings = Settings(data_dir=tmp_path, storage="s3", s3_bucket="b",
-                        s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
+    settings = Settings(
+        data_dir=tmp_path, storage="s3", s3_bucket="b", s3_endpoint_url=f"http://127.0.0.1:{free_port()}"
+    )
     store = make_storage(settings)
     assert isinstance(store, S3Storage)
     with pytest.raises(StorageError):
@@ -70,7 +79,8 @@ def test_unreachable_s3_fails_the_check(tmp_path: Path, aws_env: None) -> None:
 
 
 def test_missing_bucket_fails_the_check(s3_endpoint: str, tmp_path: Path, aws_env: None) -> None:
-    store = make_storage(Settings(data_dir=tmp_path, storage="s3", s3_bucket="nope",
-                                  s3_endpoint_url=s3_endpoint))
+    store = make_storage(
+        Settings(data_dir=tmp_path, storage="s3", s3_bucket="nope", s3_endpoint_url=s3_endpoint)
+    )
     with pytest.raises(StorageError, match="nope"):
         store.check()

@@ -8,26 +8,23 @@ from pathlib import Path
 
 import pytest
 import yaml
-from lethe.core.spec import SpecError, parse_spec
-from lethe.core.sweep import expand, pareto, run_sweep, shares_before
+from toy_data import tiny_spec_data
 
-from lethe.cli import main
+from lethe.cli.main import main
+from lethe.core.run.sweep import expand, pareto, run_sweep, shares_before
+from lethe.core.spec.job import SpecError, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def tiny(sweep: dict, **extra: object) -> dict:
-    data = yaml.safe_load((ROOT / "examples" / "tiny.yaml").read_text())
-    for name in ("forget", "normal"):
-        data["unlearn"][name]["source"] = str(ROOT / "examples" / "data" / f"tiny_{name}.jsonl")
-    for name in ("harmful_prompts", "benign_prompts", "normal"):
-        kind = "forget" if name == "harmful_prompts" else "normal"
-        data["eval"][name]["source"] = str(ROOT / "examples" / "data" / f"tiny_{kind}.jsonl")
-    return {**data, "sweep": sweep, **extra}
+    return {**tiny_spec_data(), "sweep": sweep, **extra}
 
 
 def test_the_grid_expands_to_validated_named_specs():
-    spec = parse_spec(tiny({"grid": {"unlearn.train.lr": [0.001, 0.01], "unlearn.forget_weight": [0.5, 1.0, 2.0]}}))
+    spec = parse_spec(
+        tiny({"grid": {"unlearn.train.lr": [0.001, 0.01], "unlearn.forget_weight": [0.5, 1.0, 2.0]}})
+    )
     variants = expand(spec)
     assert [v.name for v in variants] == [f"tiny-{i:02d}" for i in range(1, 7)]
     assert variants[1].overrides == {"unlearn.train.lr": 0.001, "unlearn.forget_weight": 1.0}
@@ -43,7 +40,9 @@ def test_a_bad_grid_point_and_an_over_budget_grid_are_refused():
     with pytest.raises(SpecError, match="take 18 steps in all, over sweep.max_total_steps=10"):
         expand(parse_spec(tiny({"grid": {"unlearn.train.lr": [1e-3, 2e-3, 3e-3]}, "max_total_steps": 10})))
     assert not shares_before(parse_spec(tiny({"grid": {"seed": [0, 1]}})))
-    assert not shares_before(parse_spec(tiny({"grid": {"unlearn.normal_answers_from": ["dataset", "model"]}})))
+    assert not shares_before(
+        parse_spec(tiny({"grid": {"unlearn.normal_answers_from": ["dataset", "model"]}}))
+    )
 
 
 def test_pareto_front_by_hand():
@@ -57,8 +56,14 @@ def test_a_small_sweep_writes_a_table_and_a_plot(tmp_path):
     spec = parse_spec(tiny(sweep, criterion={"objective": "forget_nll", "max_normal_ppl_increase": 0.5}))
     rows = run_sweep(spec, tmp_path)
     assert [r["status"] for r in rows] == ["done"] * 4
-    assert {"run", "unlearn.train.lr", "unlearn.method", "forget_nll_after", "normal_ppl_change",
-            "meets"} <= set(rows[0])
+    assert {
+        "run",
+        "unlearn.train.lr",
+        "unlearn.method",
+        "forget_nll_after",
+        "normal_ppl_change",
+        "meets",
+    } <= set(rows[0])
     with (tmp_path / "sweep.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 4
     assert (tmp_path / "sweep.md").read_text().count("\n") == 6
@@ -71,17 +76,24 @@ def test_cli_dry_run_lists_the_grid(tmp_path, capsys):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(tiny({"grid": {"unlearn.train.steps": [2, 4]}})))
     assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
-    assert capsys.readouterr().out.splitlines() == ["tiny-01: {'unlearn.train.steps': 2}",
-                                                    "tiny-02: {'unlearn.train.steps': 4}"]
+    assert capsys.readouterr().out.splitlines() == [
+        "tiny-01: {'unlearn.train.steps': 2}",
+        "tiny-02: {'unlearn.train.steps': 4}",
+    ]
     path.write_text(yaml.safe_dump(tiny({"grid": {"unlearn.nonsense": [1]}})))
     assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 1
     assert "sweep point {'unlearn.nonsense': 1}" in capsys.readouterr().err
 
 
 def test_switching_method_drops_the_previous_methods_parameters():
-    from lethe.core.sweep import with_method
+    from lethe.core.run.sweep import with_method
 
-    yao = {"method": "yao", "forget": {"source": "f"}, "forget_weight": 0.5, "random_answers": 2,
-           "train": {"steps": 3}}
+    yao = {
+        "method": "yao",
+        "forget": {"source": "f"},
+        "forget_weight": 0.5,
+        "random_answers": 2,
+        "train": {"steps": 3},
+    }
     assert with_method(yao, "npo") == {"method": "npo", "forget": {"source": "f"}, "train": {"steps": 3}}
     assert with_method(yao, "npo", keep={"forget_weight"})["forget_weight"] == 0.5

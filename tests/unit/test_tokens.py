@@ -2,9 +2,9 @@
 
 import pytest
 
-from lethe.core.config import PromptFormat
-from lethe.core.models import byte_tokenizer
-from lethe.core.tokens import IGNORE_INDEX, OverlengthError, collate, encode, prompt_text, split_template
+from lethe.core.data.tokens import IGNORE_INDEX, OverlengthError, collate, encode, prompt_text, split_template
+from lethe.core.models.tiny import byte_tokenizer
+from lethe.core.spec.fields import PromptFormat
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +21,9 @@ def test_split_template_moves_whitespace_to_the_answer():
 
 def test_labels_are_exactly_the_answer_tokens(tok):
     enc = encode(tok, "Why?", "Because.", PromptFormat())
-    answer_ids = [i for i, lab in zip(enc.input_ids, enc.labels) if lab != IGNORE_INDEX]
+    answer_ids = [i for i, lab in zip(enc.input_ids, enc.labels, strict=False) if lab != IGNORE_INDEX]
     assert tok.decode(answer_ids) == " Because."
-    prompt_ids = [i for i, lab in zip(enc.input_ids, enc.labels) if lab == IGNORE_INDEX]
+    prompt_ids = [i for i, lab in zip(enc.input_ids, enc.labels, strict=False) if lab == IGNORE_INDEX]
     assert tok.decode(prompt_ids, skip_special_tokens=True) == "### Question: Why?\n### Answer:"
 
 
@@ -53,10 +53,13 @@ def test_collate_pads_right_and_masks_padding(tok):
     assert (batch["labels"][0, short:] == IGNORE_INDEX).all()
 
 
-@pytest.mark.parametrize("template,message", [
-    ("{prompt} only", "must contain"),
-    ("{response} then {prompt}", "must end with"),
-])
+@pytest.mark.parametrize(
+    "template,message",
+    [
+        ("{prompt} only", "must contain"),
+        ("{response} then {prompt}", "must end with"),
+    ],
+)
 def test_bad_templates_are_rejected(template, message):
     with pytest.raises(ValueError, match=message):
         PromptFormat(template=template)

@@ -8,20 +8,15 @@ import copy
 
 import pytest
 import torch
-from lethe.core.config import LoraSpec, ModelSpec, TrainConfig
-from lethe.core.methods import GradDiffStage, YaoStage, finetune_terms, terms_for
-from lethe.core.models import Reference, attach_lora, load_model
-from lethe.core.tokens import collate, encode, pad_id_of
-from lethe.core.train import (
-    Cancelled,
-    RunHooks,
-    Stage,
-    StageData,
-    run_stage,
-)
-
 from toy_data import FMT, FORGET, NORMAL
 
+from lethe.core.data.tokens import collate, encode, pad_id_of
+from lethe.core.methods import GradDiffStage, YaoStage, finetune_terms, terms_for
+from lethe.core.models.loading import load_model
+from lethe.core.models.lora import attach_lora
+from lethe.core.models.reference import Reference
+from lethe.core.spec.fields import LoraSpec, ModelSpec, TrainConfig
+from lethe.core.training.engine import Cancelled, RunHooks, Stage, StageData, run_stage
 
 
 def _stage_config(**train: object) -> dict:
@@ -43,8 +38,9 @@ def fresh_model(lora: bool = True):
 def make_stage(method, tmp_path=None, **overrides) -> Stage:
     data = StageData(forget=FORGET, normal=NORMAL)
     ckpt = tmp_path / "ckpt" if tmp_path else None
-    return Stage("unlearn", terms_for(method), data, method.train, FMT, seed=3, checkpoint_dir=ckpt,
-                 **overrides)
+    return Stage(
+        "unlearn", terms_for(method), data, method.train, FMT, seed=3, checkpoint_dir=ckpt, **overrides
+    )
 
 
 def trainable(model) -> dict[str, torch.Tensor]:
@@ -65,8 +61,13 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
         return calls["n"] > 5
 
     with pytest.raises(Cancelled):
-        run_stage(model, tok, make_stage(method, tmp_path), RunHooks(should_cancel=crash_after_five),
-                  Reference(model))
+        run_stage(
+            model,
+            tok,
+            make_stage(method, tmp_path),
+            RunHooks(should_cancel=crash_after_five),
+            Reference(model),
+        )
     model, tok = fresh_model()  # a new process: fresh weights, resumed from disk
     result = run_stage(model, tok, make_stage(method, tmp_path), reference=Reference(model))
     assert result.steps == 6 and [row["step"] for row in result.log] == [1, 2, 3, 4, 5, 6]
@@ -75,7 +76,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
 
 
 def _mean_nll(model, tok, examples) -> float:
-    from lethe.core.losses import sequence_nll, token_logprobs
+    from lethe.core.methods.losses import sequence_nll, token_logprobs
 
     batch = collate([encode(tok, e.prompt, e.response, FMT) for e in examples], pad_id_of(tok))
     with torch.no_grad():
@@ -83,9 +84,14 @@ def _mean_nll(model, tok, examples) -> float:
     return float(sequence_nll(*token_logprobs(logits, batch["labels"])).mean())
 
 
-@pytest.mark.parametrize("method", [
-    YaoStage(**_stage_config(steps=16, batch_size=4, lr=3e-3), normal_weight=3.0),
-    GradDiffStage(**_stage_config(steps=16, batch_size=4, lr=3e-3))], ids=["yao", "graddiff"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        YaoStage(**_stage_config(steps=16, batch_size=4, lr=3e-3), normal_weight=3.0),
+        GradDiffStage(**_stage_config(steps=16, batch_size=4, lr=3e-3)),
+    ],
+    ids=["yao", "graddiff"],
+)
 def test_forget_nll_rises_and_normal_nll_stays_close(method, knowing_base):
     base, tok = knowing_base
     model = attach_lora(copy.deepcopy(base), LoraSpec(rank=4, alpha=8))
@@ -101,8 +107,9 @@ def test_finetuning_lowers_the_nll():
     model, tok = fresh_model(lora=False)
     model.requires_grad_(True)
     before = _mean_nll(model, tok, FORGET)
-    stage = Stage("finetune", finetune_terms(), StageData(forget=FORGET), TrainConfig(lr=3e-3, steps=10),
-                  FMT, seed=0)
+    stage = Stage(
+        "finetune", finetune_terms(), StageData(forget=FORGET), TrainConfig(lr=3e-3, steps=10), FMT, seed=0
+    )
     run_stage(model, tok, stage)
     assert _mean_nll(model, tok, FORGET) < before - 0.5
 
@@ -111,8 +118,12 @@ def test_early_stop_when_forget_nll_passes_the_threshold(knowing_base):
     base, tok = knowing_base
     model = attach_lora(copy.deepcopy(base), LoraSpec(rank=4, alpha=8))
     start = _mean_nll(model, tok, FORGET)
-    result = run_stage(model, tok, make_stage(yao_stage(steps=50, lr=1e-2, stop_forget_nll=start + 0.3)),
-                       reference=Reference(model))
+    result = run_stage(
+        model,
+        tok,
+        make_stage(yao_stage(steps=50, lr=1e-2, stop_forget_nll=start + 0.3)),
+        reference=Reference(model),
+    )
     assert result.steps < 50
     assert "reached stop_forget_nll" in result.stopped_reason
     assert result.log[-1]["forget_nll"] >= start + 0.3
@@ -121,8 +132,7 @@ def test_early_stop_when_forget_nll_passes_the_threshold(knowing_base):
 def test_progress_reports_each_term_and_an_eta():
     seen = []
     model, tok = fresh_model()
-    run_stage(model, tok, make_stage(yao_stage(steps=3)), RunHooks(on_progress=seen.append),
-              Reference(model))
+    run_stage(model, tok, make_stage(yao_stage(steps=3)), RunHooks(on_progress=seen.append), Reference(model))
     assert [p.step for p in seen] == [1, 2, 3] and all(p.total == 3 for p in seen)
     assert {"forget", "random", "normal_kl", "loss"} <= set(seen[0].losses)
     assert seen[0].eta_s is not None and seen[-1].eta_s == 0

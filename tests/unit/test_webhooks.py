@@ -19,8 +19,8 @@ import pytest
 from fastapi.testclient import TestClient
 from service_helpers import AUTH, fast_settings, job_spec, upload, wait_for
 
-from lethe.api.app import create_app
-from lethe.service import migrate
+from lethe.cli.wiring import build_app
+from lethe.service.infra import migrate
 
 pytest_plugins = ["service_fixtures"]  # fake_engine, client (private callbacks refused)
 
@@ -61,17 +61,24 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def hooks_client(tmp_path: Path, fake_engine: None) -> Iterator[TestClient]:
     """The embedded API with private callbacks allowed (the receiver is on loopback), fast retries."""
-    settings = fast_settings(tmp_path / "lethe", webhook_allow_private=True, webhook_backoff_s=0.2,
-                             webhook_poll_s=0.05, webhook_max_attempts=3)
+    settings = fast_settings(
+        tmp_path / "lethe",
+        webhook_allow_private=True,
+        webhook_backoff_s=0.2,
+        webhook_poll_s=0.05,
+        webhook_max_attempts=3,
+    )
     migrate.upgrade(settings)
-    with TestClient(create_app(settings), headers=AUTH) as c:
+    with TestClient(build_app(settings), headers=AUTH) as c:
         yield c
 
 
 def signature_ok(secret: str, request: dict[str, Any]) -> bool:
     headers = {k.lower(): v for k, v in request["headers"].items()}
     timestamp = headers["x-lethe-timestamp"]
-    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + request["body"], hashlib.sha256).hexdigest()
+    expected = hmac.new(
+        secret.encode(), f"{timestamp}.".encode() + request["body"], hashlib.sha256
+    ).hexdigest()
     fresh = abs(time.time() - int(timestamp)) < 300
     return fresh and hmac.compare_digest(headers["x-lethe-signature"], f"v1={expected}")
 
@@ -88,7 +95,8 @@ def settled(client: TestClient, job_id: str, count: int, timeout: float = 20) ->
 
 
 def test_every_state_change_reaches_the_receiver_signed_and_a_500_is_retried(
-        hooks_client: TestClient, receiver: Receiver) -> None:
+    hooks_client: TestClient, receiver: Receiver
+) -> None:
     receiver.answers = [500]  # the first callback fails once
     ref = upload(hooks_client).json()["reference"]
     job = hooks_client.post("/v1/jobs", json=job_spec(ref), params={"callback_url": receiver.url}).json()
@@ -105,14 +113,17 @@ def test_every_state_change_reaches_the_receiver_signed_and_a_500_is_retried(
     assert not signature_ok("whsec_wrong", receiver.received[0])
     ids = [r["headers"]["X-Lethe-Delivery"] for r in receiver.received]
     assert ids.count(retried[0]["id"]) == 2  # the retry is the same delivery: receivers can dedupe
-    first, second = [r["at"] for r in receiver.received if r["headers"]["X-Lethe-Delivery"] == retried[0]["id"]]
+    first, second = [
+        r["at"] for r in receiver.received if r["headers"]["X-Lethe-Delivery"] == retried[0]["id"]
+    ]
     assert second - first >= 0.2  # the backoff
     body = json.loads(receiver.received[-1]["body"])
     assert body["type"] == "job.status" and body["job"]["id"] == job["id"] and body["tenant"] == "default"
 
 
 def test_a_receiver_that_keeps_failing_is_given_up_after_max_attempts(
-        hooks_client: TestClient, receiver: Receiver) -> None:
+    hooks_client: TestClient, receiver: Receiver
+) -> None:
     receiver.answers = [500] * 100
     ref = upload(hooks_client).json()["reference"]
     job = hooks_client.post("/v1/jobs", json=job_spec(ref), params={"callback_url": receiver.url}).json()
@@ -120,7 +131,9 @@ def test_a_receiver_that_keeps_failing_is_given_up_after_max_attempts(
     assert {(d["status"], d["attempts"]) for d in deliveries} == {("failed", 3)}
 
 
-def test_the_tenant_default_is_used_without_a_job_callback(hooks_client: TestClient, receiver: Receiver) -> None:
+def test_the_tenant_default_is_used_without_a_job_callback(
+    hooks_client: TestClient, receiver: Receiver
+) -> None:
     before = hooks_client.get("/v1/webhook").json()
     config = hooks_client.put("/v1/webhook", json={"url": receiver.url, "rotate_secret": True}).json()
     assert config["url"] == receiver.url and config["secret"] != before["secret"]
@@ -134,8 +147,17 @@ def test_the_tenant_default_is_used_without_a_job_callback(hooks_client: TestCli
     assert hooks_client.get(f"/v1/jobs/{quiet['id']}/webhooks").json() == []
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "http://10.1.2.3/hook", "http://[::1]/x",
-                                 "http://169.254.169.254/latest", "ftp://example.com/x", "http://user:pw@example.com/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/hook",
+        "http://10.1.2.3/hook",
+        "http://[::1]/x",
+        "http://169.254.169.254/latest",
+        "ftp://example.com/x",
+        "http://user:pw@example.com/",
+    ],
+)
 def test_private_and_odd_callbacks_are_refused(client: TestClient, url: str) -> None:
     ref = upload(client).json()["reference"]
     reply = client.post("/v1/jobs", json=job_spec(ref), params={"callback_url": url})

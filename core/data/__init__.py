@@ -1,0 +1,3 @@
+"""Datasets: reading files and the shipped `builtin:` data (`files`, folder `builtin/`), examples by
+schema (`examples`) and tokenisation into training rows (`tokens`).
+"""

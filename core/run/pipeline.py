@@ -1,0 +1,262 @@
+"""A whole job: load, optionally fine-tune, evaluate, unlearn, evaluate again, write the run folder.
+
+The run folder is self-describing: `spec.yaml` (resolved), `env.json`, `model.json` (the base
+model's reference and weights hash), `run.log`, `train_log.jsonl`, `metrics.json` (before, after,
+comparison, per-example results) and `adapter/` (a PEFT folder; `model/` instead for full
+fine-tuning); `report.html` is built from those files (`lethe.core.run.report_html`). Calling `run_job`
+again on the same folder resumes: finished parts are read back, training continues from its last
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lethe.core.data.examples import DataError, Example, load_examples, load_mc_questions
+from lethe.core.evaluation import EvalSets, build_judge, compare, evaluate, generate, load_check_set
+from lethe.core.evaluation.scores import is_degenerate, is_refusal
+from lethe.core.methods import finetune_terms, terms_for
+from lethe.core.models.fingerprint import MODEL_CARD, model_card
+from lethe.core.models.loading import load_model
+from lethe.core.models.lora import attach_lora
+from lethe.core.models.reference import Reference
+from lethe.core.models.weights import trainable_state
+from lethe.core.run import folder as runfolder
+from lethe.core.run.unlearn_stage import (
+    extend_metrics,
+    probes_report,
+    selection_for,
+    split_for_selection,
+    unlearn_data,
+)
+from lethe.core.spec.fields import DatasetRef
+from lethe.core.spec.job import JobSpec
+from lethe.core.training.engine import RunHooks, Stage, StageData, run_stage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    out_dir: Path
+    metrics: dict[str, Any]
+    stopped_reason: str
+
+
+def _load(ref: DatasetRef | None) -> list[Example]:
+    return load_examples(ref) if ref is not None else []
+
+
+def load_eval_sets(spec: JobSpec) -> EvalSets:
+    ev = spec.eval
+    copyright = ev.copyright
+    return EvalSets(
+        harmful_prompts=_load(ev.harmful_prompts),
+        benign_prompts=_load(ev.benign_prompts),
+        normal=_load(ev.normal),
+        mc=load_mc_questions(ev.multiple_choice) if ev.multiple_choice else [],
+        copyright_forget=_load(copyright.forget_text) if copyright else [],
+        copyright_retain=_load(copyright.retain_text) if copyright else [],
+    )
+
+
+def model_answers(
+    model: Any, tokenizer: Any, prompts: list[Example], spec: JobSpec, cache: Path, kind: str = "forget"
+) -> list[Example]:
+    """Examples whose answers the model itself writes, before any unlearning.
+
+    Forget answers: "make it stop answering these". Normal answers: what the retain terms keep.
+    Answers that are refusals or degenerate loops are dropped: a refusal is nothing to unlearn and
+    would teach the trained judge that refusals are harmful; a loop is nothing worth keeping.
+    Cached in the run folder, so a resumed run uses exactly the same answers.
+    """
+    if cache.exists():
+        rows = [json.loads(line) for line in cache.read_text(encoding="utf-8").splitlines() if line]
+        return [Example(r["id"], r["prompt"], r["response"]) for r in rows]
+    answers = generate(
+        model, tokenizer, [e.prompt for e in prompts], spec.format.template, spec.unlearn.answer_generation
+    )
+    examples = [
+        Example(e.id, e.prompt, a)
+        for e, a in zip(prompts, answers, strict=False)
+        if a.strip() and not is_refusal(a) and not is_degenerate(a)
+    ]
+    log.info(
+        "%s answers written by the model: kept %d of %d (refusals and degenerate dropped)",
+        kind,
+        len(examples),
+        len(answers),
+    )
+    if not examples:
+        raise DataError(
+            f"the model answered none of the {kind} prompts usefully (all refusals or "
+            "degenerate); check format.template"
+        )
+    runfolder.write_jsonl(cache, [vars(e) for e in examples])
+    return examples
+
+
+def _judge_texts(forget: list[Example], normal: list[Example]) -> tuple[list[str], list[str]]:
+    """Harmful texts (forget answers) and harmless ones: refusals, normal and off-topic answers."""
+    refusals = [
+        e.prompt
+        for e in load_examples(
+            DatasetRef(source="builtin:refusals", schema_="prompts", columns={"prompt": "text"})
+        )
+    ]
+    harmless = refusals + [e.response for e in normal if e.response]
+    return [e.response for e in forget], harmless
+
+
+def make_judge(spec: JobSpec, forget: list[Example], normal: list[Example]) -> Any:
+    """The spec's harmfulness judge, trained (if it is the trained kind) on this job's data."""
+    return build_judge(spec.eval.judge, *_judge_texts(forget, normal), seed=spec.seed)
+
+
+def judge_report(judge: Any, spec: JobSpec) -> dict[str, Any] | None:
+    """How far to trust the harmful rate: the judge's accuracy on the shipped labelled check set
+    (compliant harmful answers, refusals, benign, off-topic, degenerate) and on its held-out split."""
+    if judge is None:
+        return None
+    return {
+        "kind": judge.name,
+        "heldout_accuracy": judge.heldout_accuracy,
+        "check_set": spec.eval.judge.check_set,
+        **judge.check_accuracy(load_check_set(spec.eval.judge.check_set)),
+    }
+
+
+def _evaluate_stage(
+    name: str,
+    model: Any,
+    tokenizer: Any,
+    spec: JobSpec,
+    judge: Any,
+    sets: EvalSets,
+    forget: list[Example],
+    out: Path,
+    reference_responses: dict[str, str] | None,
+) -> Any:
+    """Evaluate once and keep the result in the run folder (read back when resuming)."""
+    cached = out / f"eval_{name}.json"
+    if cached.exists():
+        return json.loads(cached.read_text(encoding="utf-8"))
+    result = evaluate(
+        model,
+        tokenizer,
+        spec.eval,
+        spec.format,
+        judge,
+        forget=forget,
+        reference_responses=reference_responses,
+        sets=sets,
+    )
+    payload = {"metrics": result.metrics, "per_example": result.per_example, "responses": result.responses}
+    runfolder.write_json(cached, payload)
+    return payload
+
+
+def run_job(spec: JobSpec, out_dir: Path, hooks: RunHooks | None = None) -> RunSummary:
+    """Run (or resume) a job and write its run folder; raise `Cancelled` if asked to stop."""
+    hooks = hooks or RunHooks()
+    out = Path(out_dir)
+    runfolder.start(out, spec)
+    with runfolder.log_to(out / "run.log"):
+        return _run(spec, out, hooks)
+
+
+def _stage(hooks: RunHooks, name: str) -> None:
+    log.info("stage: %s", name)
+    if hooks.on_stage:
+        hooks.on_stage(name)
+
+
+def _run(spec: JobSpec, out: Path, hooks: RunHooks) -> RunSummary:
+    torch.manual_seed(spec.seed)
+    _stage(hooks, "loading")
+    model, tokenizer = load_model(spec.model)
+    runfolder.write_json(out / MODEL_CARD, model_card(spec.model, model))  # before any adapter
+    forget, normal = _load(spec.unlearn.forget), _load(spec.unlearn.normal)
+    sets = load_eval_sets(spec)
+    if spec.lora is not None:
+        model = attach_lora(model, spec.lora, seed=spec.seed)
+    else:
+        model.requires_grad_(True)
+    if spec.finetune is not None:
+        _stage(hooks, "finetune")
+        data = StageData(forget=load_examples(spec.finetune.data))
+        run_stage(
+            model,
+            tokenizer,
+            _make_stage(spec, "finetune", finetune_terms(), data, spec.finetune.train, out),
+            hooks,
+        )
+    if spec.unlearn.forget_answers_from == "model":
+        _stage(hooks, "generate_forget_answers")
+        forget = model_answers(model, tokenizer, forget, spec, out / "forget_generated.jsonl")
+    if spec.unlearn.normal_answers_from == "model" and normal:
+        _stage(hooks, "generate_normal_answers")
+        normal = model_answers(model, tokenizer, normal, spec, out / "normal_generated.jsonl", "normal")
+    judge = None
+    if sets.harmful_prompts:
+        _stage(hooks, "judge")
+        judge = make_judge(spec, forget, normal)
+    _check_cancel(hooks)
+    _stage(hooks, "eval_before")
+    before = _evaluate_stage("before", model, tokenizer, spec, judge, sets, forget, out, None)
+    _check_cancel(hooks)
+    _stage(hooks, "unlearn")
+    # the model as unlearning finds it: after a fine-tuning stage under LoRA that is not the
+    # adapter-disabled (base) model, so the reference and the probes' "original" get its weights
+    start = trainable_state(model) if spec.finetune is not None and spec.lora is not None else None
+    reference = Reference(model, start) if any(t.needs_reference for t in terms_for(spec.unlearn)) else None
+    split = split_for_selection(spec, forget, normal)
+    stage = _make_stage(
+        spec,
+        "unlearn",
+        terms_for(spec.unlearn),
+        unlearn_data(spec, split.forget, split.normal),
+        spec.unlearn.train,
+        out,
+    )
+    stage.selection = selection_for(spec, tokenizer, judge, sets, split, stage.checkpoint_dir)
+    result = run_stage(model, tokenizer, stage, hooks, reference)
+    runfolder.save_weights(model, out, spec.lora is not None)
+    _stage(hooks, "eval_after")
+    after = _evaluate_stage("after", model, tokenizer, spec, judge, sets, forget, out, before["responses"])
+    probes = None
+    if spec.probes is not None:
+        _stage(hooks, "probes")
+        probes = probes_report(spec, model, tokenizer, judge, sets, forget, normal, out, start)
+    metrics = runfolder.write_metrics(
+        out, before, after, compare(before["metrics"], after["metrics"]), judge_report(judge, spec), result
+    )
+    metrics = extend_metrics(out, metrics, selection=result.selection, probes=probes)
+    _stage(hooks, "done")
+    return RunSummary(out_dir=out, metrics=metrics, stopped_reason=result.stopped_reason)
+
+
+def _make_stage(spec: JobSpec, name: str, terms: list, data: StageData, train: Any, out: Path) -> Stage:
+    return Stage(
+        name=name,
+        terms=terms,
+        data=data,
+        train=train,
+        fmt=spec.format,
+        seed=spec.seed,
+        checkpoint_dir=out / "checkpoints" / name,
+        log_path=out / "train_log.jsonl",
+    )
+
+
+def _check_cancel(hooks: RunHooks) -> None:
+    from lethe.core.training.engine import Cancelled
+
+    if hooks.cancelled():
+        raise Cancelled("cancelled between stages")

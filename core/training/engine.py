@@ -1,0 +1,334 @@
+"""The training loop shared by every stage: fine-tuning and each unlearning method.
+
+One optimizer step = `grad_accum` micro-batches. A micro-batch packs the rows every term needs
+(rows.py) into one padded batch; `step.micro_batch_loss` runs ONE forward pass over them and at
+most one no-grad reference forward (none when `train.cache_reference` precomputed the reference's
+outputs before the first step). Data order, random answers and dropout are pure functions of
+(seed, step), so a run resumed from a checkpoint takes exactly the steps an uninterrupted run
+would. With a `Selection`, the stage evaluates every N steps, may stop early, and ends with the
+weights of its best evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lethe.core.data.tokens import collate, pad_id_of
+from lethe.core.evaluation.selection import Selection
+from lethe.core.methods import Term
+from lethe.core.models.reference import Reference
+from lethe.core.spec.fields import PromptFormat, TrainConfig
+from lethe.core.training.checkpoint import latest_checkpoint, load_checkpoint, read_meta, save_checkpoint
+from lethe.core.training.refcache import ReferenceSource, as_source, build_cache
+from lethe.core.training.rows import (
+    StageData,
+    encode_rows,
+    epoch_order,
+    micro_batch_rows,
+    mix_seed,
+    planned_rows,
+    row_kinds,
+)
+from lethe.core.training.step import micro_batch_loss, steered_layer, wanted_reference
+
+__all__ = [
+    "Cancelled",
+    "Progress",
+    "RunHooks",
+    "Stage",
+    "StageData",
+    "StageResult",
+    "epoch_order",
+    "micro_batch_loss",
+    "micro_batch_rows",
+    "mix_seed",
+    "optimizer_step",
+    "plan_steps",
+    "run_stage",
+]
+
+
+class Cancelled(Exception):
+    """Raised when `should_cancel` answered True; the run stops before its next step."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    stage: str
+    step: int
+    total: int
+    losses: dict[str, float]
+    eta_s: float | None
+    elapsed_s: float
+
+
+@dataclass
+class RunHooks:
+    """Callbacks the service forwards: stage changes, progress, and cancellation."""
+
+    on_stage: Callable[[str], None] | None = None
+    on_progress: Callable[[Progress], None] | None = None
+    should_cancel: Callable[[], bool] | None = None
+
+    def cancelled(self) -> bool:
+        return bool(self.should_cancel and self.should_cancel())
+
+
+@dataclass
+class StageResult:
+    steps: int
+    stopped_reason: str
+    log: list[dict[str, Any]]
+    selection: dict[str, Any] | None = None  # chosen step, why, and every evaluation
+
+
+def plan_steps(train: TrainConfig, n_examples: int) -> int:
+    """Optimizer steps for a stage: `steps`, else epochs over the main data."""
+    if train.steps is not None:
+        return train.steps
+    per_step = train.batch_size * train.grad_accum
+    assert train.epochs is not None  # TrainConfig's validator asks for steps or epochs
+    return max(1, math.ceil(train.epochs * n_examples / per_step))
+
+
+def make_optimizer(model: Any, train: TrainConfig, total_steps: int) -> tuple[Any, Any]:
+    """AdamW over the trainable parameters and a linear schedule with warm-up."""
+    from transformers import get_linear_schedule_with_warmup
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, train.warmup_steps, total_steps)
+    return optimizer, scheduler
+
+
+@dataclass
+class Stage:
+    """Everything one training stage needs besides the model."""
+
+    name: str
+    terms: list[Term]
+    data: StageData
+    train: TrainConfig
+    fmt: PromptFormat
+    seed: int
+    checkpoint_dir: Path | None = None
+    log_path: Path | None = None
+    selection: Selection | None = None
+
+
+def optimizer_step(
+    model: Any, tokenizer: Any, reference: Reference | ReferenceSource | None, stage: Stage, step: int
+) -> dict[str, float]:
+    """Accumulate `grad_accum` micro-batches and return the mean of each term (and the total)."""
+    kinds = row_kinds(stage.terms)
+    torch.manual_seed(mix_seed(stage.seed, 4, step))  # dropout depends on the step only: resumable
+    sums: dict[str, float] = {}
+    device = next(model.parameters()).device
+    for a in range(stage.train.grad_accum):
+        micro = step * stage.train.grad_accum + a
+        rows = micro_batch_rows(stage.data, kinds, micro, stage.train.batch_size, stage.seed)
+        encoded, slices, keys = encode_rows(tokenizer, stage.fmt, rows)
+        batch = {k: v.to(device) for k, v in collate(encoded, pad_id_of(tokenizer)).items()}
+        loss, values = micro_batch_loss(model, reference, stage.terms, batch, slices, keys)
+        (loss / stage.train.grad_accum).backward()
+        values["loss"] = float(loss.detach())
+        for key, value in values.items():
+            sums[key] = sums.get(key, 0.0) + value / stage.train.grad_accum
+    return sums
+
+
+def _apply_update(model: Any, optimizer: Any, scheduler: Any, train: TrainConfig) -> float | None:
+    grad_norm = None
+    if train.max_grad_norm is not None:
+        params = [p for p in model.parameters() if p.requires_grad]
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, train.max_grad_norm))
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+def prepare_reference(
+    model: Any, tokenizer: Any, stage: Stage, reference: Reference | ReferenceSource | None, total: int
+) -> ReferenceSource | None:
+    """The live reference, or with `train.cache_reference` its outputs on every row of the run,
+    computed now so that no step runs a reference forward."""
+    source = as_source(reference)
+    wanted = wanted_reference(stage.terms)
+    if source is None or not wanted or not stage.train.cache_reference:
+        return source
+    rows = planned_rows(
+        stage.data, set(wanted), total * stage.train.grad_accum, stage.train.batch_size, stage.seed
+    )
+    device = next(model.parameters()).device
+    return build_cache(
+        source,
+        tokenizer,
+        stage.fmt,
+        rows,
+        wanted,
+        steered_layer(model, stage.terms),
+        batch_size=max(8, stage.train.batch_size),
+        device=device,
+    )
+
+
+def _resume(
+    model: Any, stage: Stage, optimizer: Any, scheduler: Any
+) -> tuple[int, list[dict], StageResult | None]:
+    """Restore the stage's last checkpoint, if any; a finished stage's result is returned as is."""
+    found = latest_checkpoint(stage.checkpoint_dir) if stage.checkpoint_dir else None
+    if found is None:
+        return 0, [], None
+    start, log = load_checkpoint(found, model, optimizer, scheduler)
+    _rewrite_log(stage.log_path, log)  # drop rows of steps taken after that checkpoint
+    meta = read_meta(found)
+    if stage.selection is not None:
+        stage.selection.load_state(meta.get("extra", {}).get("evaluations", []))
+    if meta.get("complete"):
+        chosen = meta.get("extra", {}).get("selection")
+        return (
+            start,
+            log,
+            StageResult(steps=len(log), stopped_reason=meta["reason"], log=log, selection=chosen),
+        )
+    return start, log, None
+
+
+def run_stage(
+    model: Any,
+    tokenizer: Any,
+    stage: Stage,
+    hooks: RunHooks | None = None,
+    reference: Reference | ReferenceSource | None = None,
+) -> StageResult:
+    """Train `model` in place for one stage; resume from the stage's last checkpoint if any."""
+    hooks, selection = hooks or RunHooks(), stage.selection
+    total = plan_steps(stage.train, len(stage.data.forget))
+    optimizer, scheduler = make_optimizer(model, stage.train, total)
+    start, log, finished = _resume(model, stage, optimizer, scheduler)
+    if finished is not None:
+        return finished
+    source = prepare_reference(model, tokenizer, stage, reference, total)
+    if selection is not None and not selection.history:
+        selection.observe(model, 0)  # the model before this stage: the constraints' baseline
+    model.train()
+    began, reason = time.monotonic(), "max_steps"
+    for step in range(start, total):
+        if hooks.cancelled():
+            raise Cancelled(f"cancelled before step {step + 1} of stage {stage.name}")
+        values = optimizer_step(model, tokenizer, source, stage, step)
+        grad_norm = _apply_update(model, optimizer, scheduler, stage.train)
+        row = {
+            "stage": stage.name,
+            "step": step + 1,
+            **values,
+            "lr": scheduler.get_last_lr()[0],
+            "grad_norm": grad_norm,
+        }
+        log.append(row)
+        _append_jsonl(stage.log_path, row)
+        done = step + 1
+        _report(hooks, stage, done, total, values, began, done - start)
+        stop = selection is not None and selection.due(done) and selection.observe(model, done)
+        if stage.checkpoint_dir and _should_checkpoint(stage, done, total) and not stop:
+            save_checkpoint(
+                stage.checkpoint_dir / f"step-{done:07d}",
+                model,
+                optimizer,
+                scheduler,
+                done,
+                log,
+                extra=_extra(selection),
+            )
+        if stop and selection is not None:
+            reason = selection.stop_reason()
+            break
+        forget_nll = row.get("forget_nll")
+        if (
+            stage.train.stop_forget_nll is not None
+            and forget_nll is not None
+            and forget_nll >= stage.train.stop_forget_nll
+        ):
+            reason = f"forget_nll {forget_nll:.3f} reached stop_forget_nll {stage.train.stop_forget_nll}"
+            break
+    chosen = _finish_selection(model, selection, len(log))
+    if stage.checkpoint_dir and stage.train.checkpoint_every:
+        save_checkpoint(
+            stage.checkpoint_dir / "final",
+            model,
+            optimizer,
+            scheduler,
+            len(log),
+            log,
+            complete=True,
+            reason=reason,
+            extra={**_extra(selection), "selection": chosen},
+        )
+    model.eval()
+    return StageResult(steps=len(log), stopped_reason=reason, log=log, selection=chosen)
+
+
+def _finish_selection(model: Any, selection: Selection | None, steps: int) -> dict[str, Any] | None:
+    """Evaluate the last step if it was not, then load the chosen checkpoint's weights."""
+    if selection is None:
+        return None
+    if selection.history[-1].step != steps:
+        selection.observe(model, steps)
+    return selection.finish(model)
+
+
+def _extra(selection: Selection | None) -> dict[str, Any]:
+    """What a checkpoint keeps of the selection: its evaluations (snapshots of other steps go)."""
+    if selection is None:
+        return {}
+    selection.prune()
+    return {"evaluations": selection.state()}
+
+
+def _should_checkpoint(stage: Stage, done: int, total: int) -> bool:
+    every = stage.train.checkpoint_every
+    return bool(every and done % every == 0 and done < total)
+
+
+def _report(
+    hooks: RunHooks,
+    stage: Stage,
+    done: int,
+    total: int,
+    values: dict[str, float],
+    began: float,
+    steps_this_run: int,
+) -> None:
+    if hooks.on_progress is None:
+        return
+    elapsed = time.monotonic() - began
+    eta = elapsed / steps_this_run * (total - done) if steps_this_run else None
+    hooks.on_progress(Progress(stage.name, done, total, dict(values), eta, elapsed))
+
+
+def _append_jsonl(path: Path | None, row: dict[str, Any]) -> None:
+    if path is None:
+        return
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+def _rewrite_log(path: Path | None, kept: list[dict[str, Any]]) -> None:
+    """Keep other stages' rows and this stage's rows up to the checkpoint, written atomically."""
+    if path is None or not path.exists():
+        return
+    stages = {row["stage"] for row in kept}
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    rows = [r for r in rows if r.get("stage") not in stages] + kept
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,3 @@
+"""Evidence a third party checks without Lethe's service: the signed unlearning certificate's
+canonical form, signing and verification (`certificate`).
+"""

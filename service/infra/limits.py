@@ -1,0 +1,81 @@
+"""Limits on what one request or one tenant may take: row sizes, names, and job quotas.
+
+Body sizes are enforced while the body streams in (`lethe.api.app.LimitsAndMetrics`); here are
+the checks that need the parsed content or the database. Quotas: `tenant_max_queued` queued jobs
+per tenant (a submission over it gets 429 with Retry-After) and `tenant_max_running` running at
+once (a worker defers a job of a tenant at its limit). Both counts are taken under a per-tenant
+lock, so two submissions at the same moment cannot both take the last place.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from lethe.service.infra import locks
+from lethe.service.infra.db import Job
+from lethe.service.infra.errors import TooLarge, TooMany
+from lethe.service.infra.settings import Settings
+
+if TYPE_CHECKING:
+    from lethe.core.data.examples import Example
+    from lethe.service.infra.runtime import Runtime
+
+_SPACE = re.compile(r"\s+")
+
+
+def sanitise_name(raw: str | None, fallback: str = "upload", limit: int = 200) -> str:
+    """A display name safe in logs, headers and file names: the last path part, printable
+    characters only (no control, format or separator characters), whitespace collapsed."""
+    base = re.split(r"[\\/]", raw or "")[-1]
+    kept = "".join(ch for ch in base if unicodedata.category(ch)[0] not in "CZ" or ch == " ")
+    name = _SPACE.sub(" ", kept).strip().strip(".")
+    return name[:limit] or fallback
+
+
+def check_example_sizes(examples: Sequence[Example], settings: Settings, shown_as: str) -> None:
+    """413 naming the first example over `max_row_kb` (prompt and answer together, UTF-8)."""
+    limit = settings.max_row_kb * 1024
+    for number, example in enumerate(examples, start=1):
+        size = len(example.prompt.encode()) + len(example.response.encode())
+        if size > limit:
+            raise TooLarge(
+                f"{shown_as}: example {number} is {size // 1024} KiB, over the "
+                f"{settings.max_row_kb} KiB limit per example (LETHE_MAX_ROW_KB): split or "
+                "shorten it"
+            )
+
+
+@contextmanager
+def tenant_lock(rt: Runtime, tenant: str) -> Iterator[None]:
+    """Serialises quota checks of one tenant across threads and API processes."""
+    with locks.blob_lock(rt, f"tenant:{tenant}"):
+        yield
+
+
+def count_jobs(session: Session, tenant: str, status: str) -> int:
+    query = select(func.count()).select_from(Job).where(Job.tenant == tenant, Job.status == status)
+    return int(session.scalar(query) or 0)
+
+
+def check_queue_quota(session: Session, settings: Settings, tenant: str) -> None:
+    """429 when the tenant already has `tenant_max_queued` jobs waiting."""
+    queued = count_jobs(session, tenant, "queued")
+    if queued >= settings.tenant_max_queued:
+        raise TooMany(
+            f"tenant {tenant} has {queued} queued jobs, the most allowed "
+            f"(LETHE_TENANT_MAX_QUEUED={settings.tenant_max_queued}): retry once some have "
+            "started, or cancel some",
+            settings.quota_retry_after_s,
+        )
+
+
+def may_start(session: Session, settings: Settings, tenant: str) -> bool:
+    """Whether another job of `tenant` may start running now."""
+    return count_jobs(session, tenant, "running") < settings.tenant_max_running

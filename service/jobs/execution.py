@@ -1,0 +1,216 @@
+"""Running one job on a worker: claim it, resolve its data, call the engine, store the results.
+
+Both transports (a Celery task, the embedded thread) call `execute_job`. It is idempotent:
+a job is claimed with one atomic UPDATE (queued, or running with an expired lease), and the claim
+number (`attempts`) fences every later write, so a second delivery of the same task, or a worker
+that lost its lease, changes nothing. A heartbeat thread keeps the lease and polls cancellation.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import traceback
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select, update
+
+from lethe.service.infra.db import Artifact, CertificateRecord, Job, affected, transaction, utcnow
+from lethe.service.infra.errors import ServiceError
+from lethe.service.infra.retry import retry_db
+from lethe.service.infra.runtime import Runtime
+from lethe.service.jobs.claim import Claim, Heartbeat, LeaseLost, Outcome, claim_job, fenced
+from lethe.service.jobs.progress import Reporter
+from lethe.service.jobs.records import add_event
+from lethe.service.storage import artifacts
+from lethe.service.storage.resolve import resolve_datasets
+from lethe.service.trust import certificates
+
+if TYPE_CHECKING:  # the engine (torch) is imported only when a job runs
+    from lethe.core.spec.job import JobSpec
+
+log = logging.getLogger(__name__)
+
+
+def describe(err: BaseException) -> str:
+    """The error message users see: engine errors speak for themselves, others get their type."""
+    from lethe.core.errors import USER_ERRORS
+
+    if isinstance(err, (*USER_ERRORS, ServiceError)):
+        return str(err)
+    return f"{type(err).__name__}: {err}"
+
+
+def store_files(rt: Runtime, claim: Claim, files: list[artifacts.PackedFile]) -> list[Artifact]:
+    """Upload each file to storage first; the rows are written later with the final status."""
+    rows = []
+    for f in files:
+        key = f"jobs/{claim.job_id}/{f.name}"
+        rt.storage.put_file(key, f.path)
+        rows.append(
+            Artifact(
+                job_id=claim.job_id,
+                name=f.name,
+                storage_key=key,
+                size=f.size,
+                sha256=f.sha256,
+                content_type=f.content_type,
+            )
+        )
+    return rows
+
+
+@retry_db()  # a finished run is not thrown away for a dropped connection
+def finish(
+    rt: Runtime,
+    claim: Claim,
+    status: str,
+    *,
+    rows: list[Artifact],
+    metrics: dict | None = None,
+    error: str | None = None,
+    payload: dict[str, Any] | None = None,
+    evidence: dict[str, Any] | None = None,
+) -> None:
+    """Write the final state, the artifact rows and a success's certificate evidence in one
+    transaction, if the claim still holds."""
+    with transaction(rt.sessions) as session:
+        done = session.execute(
+            fenced(claim).values(status=status, finished_at=utcnow(), metrics=metrics, error=error)
+        )
+        if not affected(done):
+            raise LeaseLost(str(claim.job_id))
+        session.execute(delete(Artifact).where(Artifact.job_id == claim.job_id))  # from an earlier try
+        session.add_all(rows)
+        if evidence is not None:
+            session.merge(CertificateRecord(job_id=claim.job_id, evidence=evidence, created_at=utcnow()))
+        add_event(
+            session,
+            claim.job_id,
+            "status",
+            {"status": status, **({"error": error} if error else {}), **(payload or {})},
+        )
+
+
+def _run_engine(rt: Runtime, claim: Claim, work: Path, beat: Heartbeat) -> Any:
+    from lethe.core.run.pipeline import run_job
+    from lethe.core.spec.job import parse_spec
+
+    spec = with_checkpoints(parse_spec(claim.spec), rt.settings.checkpoint_every)
+    spec = resolve_datasets(rt, spec, work / "datasets")
+    return run_job(spec, work / "run", Reporter(rt, claim, beat).hooks())
+
+
+def with_checkpoints(spec: JobSpec, every: int) -> JobSpec:
+    """A copy of `spec` whose training stages that set no `checkpoint_every` take the service's
+    interval (a redelivered job then resumes from its last checkpoint); a spec's own choice, 0
+    included, is kept."""
+    if every <= 0:
+        return spec
+
+    def defaulted(stage: Any) -> Any:
+        if "checkpoint_every" in stage.train.model_fields_set:
+            return stage
+        return stage.model_copy(update={"train": stage.train.model_copy(update={"checkpoint_every": every})})
+
+    updates = {"unlearn": defaulted(spec.unlearn)}
+    if spec.finetune is not None:
+        updates["finetune"] = defaulted(spec.finetune)
+    return spec.model_copy(update=updates)
+
+
+def write_report_safely(run_dir: Path) -> None:
+    """The run's report.html; a job whose report cannot be drawn still succeeds (logged)."""
+    from lethe.core.run.report_html import write_report
+
+    try:
+        write_report(run_dir)
+    except Exception:
+        log.warning("could not write the report of %s", run_dir, exc_info=True)
+
+
+def _run_claimed(rt: Runtime, claim: Claim, work: Path, beat: Heartbeat) -> str:
+    """Run the claimed job to a final state; return that state."""
+    from lethe.core.training.engine import Cancelled
+
+    run_dir = work / "run"
+    try:
+        summary = _run_engine(rt, claim, work, beat)
+        if beat.cancel.is_set():  # asked to stop while the last stage ran: honour it
+            raise Cancelled("cancelled after the last stage")
+        write_report_safely(run_dir)
+        rows = store_files(rt, claim, artifacts.collect(run_dir, succeeded=True))
+        metrics = {k: summary.metrics.get(k) for k in ("before", "after")}
+        finish(
+            rt,
+            claim,
+            "succeeded",
+            rows=rows,
+            metrics=metrics,
+            payload={"stopped_reason": summary.stopped_reason},
+            evidence=certificates.collect_evidence(rt, claim.spec, work, rows),
+        )
+        return "succeeded"
+    except Cancelled:
+        if beat.lost.is_set():
+            raise LeaseLost(str(claim.job_id)) from None
+        finish(rt, claim, "cancelled", rows=_logs(rt, claim, run_dir))
+        return "cancelled"
+    except LeaseLost:
+        raise
+    except Exception as err:
+        log.exception("job %s failed", claim.job_id)
+        tail = "".join(traceback.format_exception(err)[-3:])[-4000:]
+        finish(
+            rt,
+            claim,
+            "failed",
+            rows=_logs(rt, claim, run_dir),
+            error=describe(err),
+            payload={"traceback": tail},
+        )
+        return "failed"
+
+
+def _logs(rt: Runtime, claim: Claim, run_dir: Path) -> list[Artifact]:
+    """The logs of a run that did not succeed, stored if storage allows (best effort)."""
+    try:
+        return store_files(rt, claim, artifacts.collect(run_dir, succeeded=False))
+    except Exception:
+        log.warning("could not store the logs of job %s", claim.job_id, exc_info=True)
+        return []
+
+
+def execute_job(rt: Runtime, job_id: uuid.UUID) -> Outcome:
+    """Run a queued job (or take over one whose worker vanished) to its end."""
+    claimed = claim_job(rt, job_id)
+    if not isinstance(claimed, Claim):
+        return claimed
+    work = rt.settings.work_root / str(job_id)
+    log.info("job %s: attempt %d starts in %s", job_id, claimed.attempt, work)
+    try:
+        with Heartbeat(rt, claimed) as beat:
+            status = _run_claimed(rt, claimed, work, beat)
+    except LeaseLost:
+        log.warning("job %s: another worker took it over; this attempt stops", job_id)
+        return Outcome.DONE
+    log.info("job %s: %s", job_id, status)
+    if not rt.settings.keep_work_dirs:
+        shutil.rmtree(work, ignore_errors=True)  # checkpoints are only needed to resume
+    return Outcome.DONE
+
+
+def requeue_orphans(rt: Runtime) -> list[tuple[uuid.UUID, str]]:
+    """Embedded mode, at start: jobs left running by a previous process go back to the queue;
+    return every queued job (oldest first) for the in-process worker to take."""
+    with transaction(rt.sessions) as session:
+        orphans = list(session.scalars(select(Job.id).where(Job.status == "running")))
+        for job_id in orphans:
+            session.execute(update(Job).where(Job.id == job_id).values(status="queued"))
+            add_event(session, job_id, "status", {"status": "queued", "reason": "service restarted"})
+        queued = session.execute(
+            select(Job.id, Job.queue).where(Job.status == "queued").order_by(Job.created_at)
+        ).all()
+    return [(job_id, queue) for job_id, queue in queued]

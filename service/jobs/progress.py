@@ -1,0 +1,85 @@
+"""Engine hooks that stream a running job's stage and progress to the database.
+
+Stage changes are written at once; progress at most every `progress_interval_s` (and always on
+a stage's last step), so a fast tiny model does not turn into thousands of rows. Every write is
+fenced by the claim, and cancellation comes from the heartbeat thread's flag.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import DBAPIError
+
+from lethe.service.infra.db import affected, transaction
+from lethe.service.infra.metrics import STEP_SECONDS
+from lethe.service.infra.retry import transient
+from lethe.service.jobs.claim import Claim, Heartbeat, fenced
+from lethe.service.jobs.records import add_event
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from lethe.core.training.engine import Progress, RunHooks
+    from lethe.service.infra.runtime import Runtime
+
+
+def progress_payload(p: Progress) -> dict[str, Any]:
+    return {
+        "stage": p.stage,
+        "step": p.step,
+        "total": p.total,
+        "losses": dict(p.losses),
+        "eta_s": None if p.eta_s is None else round(p.eta_s, 2),
+        "elapsed_s": round(p.elapsed_s, 2),
+    }
+
+
+class Reporter:
+    def __init__(self, rt: Runtime, claim: Claim, beat: Heartbeat) -> None:
+        self.rt, self.claim, self.beat = rt, claim, beat
+        self._last_write = 0.0
+        self._last_step: tuple[str, int, float] | None = None  # (stage, step, elapsed) for step time
+
+    def hooks(self) -> RunHooks:
+        from lethe.core.training.engine import RunHooks
+
+        return RunHooks(
+            on_stage=self.on_stage, on_progress=self.on_progress, should_cancel=self.beat.cancel.is_set
+        )
+
+    def _write(self, values: dict[str, Any], kind: str, payload: dict[str, Any]) -> None:
+        """Best effort: a database blip loses one progress row, never the run."""
+        try:
+            with transaction(self.rt.sessions) as session:
+                if affected(session.execute(fenced(self.claim).values(**values))):
+                    add_event(session, self.claim.job_id, kind, payload)
+        except DBAPIError as err:
+            if not transient(err):
+                raise
+            log.warning("job %s: progress not written (database unreachable)", self.claim.job_id)
+
+    def on_stage(self, name: str) -> None:
+        if self.beat.cancel.is_set():  # between stages: stop before starting the next one
+            from lethe.core.training.engine import Cancelled
+
+            raise Cancelled(f"cancelled before stage {name}")
+        self._write({"stage": name}, "stage", {"stage": name})
+        self._last_write = 0.0  # the new stage's first progress is written too
+
+    def on_progress(self, p: Progress) -> None:
+        self._observe_step_time(p)
+        now = time.monotonic()
+        if now - self._last_write < self.rt.settings.progress_interval_s and p.step < p.total:
+            return
+        self._last_write = now
+        payload = progress_payload(p)
+        self._write({"progress": payload}, "progress", payload)
+
+    def _observe_step_time(self, p: Progress) -> None:
+        last = self._last_step
+        if last is not None and last[0] == p.stage and p.step > last[1]:
+            STEP_SECONDS.labels(p.stage).observe((p.elapsed_s - last[2]) / (p.step - last[1]))
+        self._last_step = (p.stage, p.step, p.elapsed_s)

@@ -1,0 +1,226 @@
+"""The job service shared by the API and the workers: create, list, get, cancel, events, artifacts.
+
+A job is validated completely before it is queued: the spec by pydantic (at the API boundary or
+`parse_spec`), the model reference by the engine, and every dataset reference here. Running it is
+`lethe.service.jobs.execution.execute_job`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from lethe.core.spec.fields import DatasetRef
+from lethe.core.spec.job import JobSpec
+from lethe.core.spec.refs import with_refs
+from lethe.service.infra import limits, tenancy
+from lethe.service.infra.db import (
+    JOB_STATES,
+    Artifact,
+    Dataset,
+    Job,
+    JobCallback,
+    JobDataset,
+    JobEvent,
+    affected,
+    transaction,
+    utcnow,
+)
+from lethe.service.infra.errors import Conflict, Invalid, Problem, Unavailable
+from lethe.service.infra.pages import Page, paginate
+from lethe.service.infra.runtime import Runtime
+from lethe.service.infra.settings import Settings
+from lethe.service.jobs import policy, transitions
+from lethe.service.storage.datasets import check_s3_uri, dataset_id_of
+from lethe.service.trust import webhooks
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------ spec inspection
+def choose_queue(spec: JobSpec, settings: Settings) -> str:
+    """`gpu` or `cpu` from the spec's device: auto goes where the deployment has workers."""
+    device = spec.model.device
+    if device == "cuda" or (device == "auto" and settings.gpu_workers):
+        return "gpu"
+    return "cpu"
+
+
+def _check_ref(
+    rt: Runtime, session: Session, path: str, ref: DatasetRef, tenant: str
+) -> tuple[uuid.UUID | None, DatasetRef]:
+    """Raise Invalid unless the reference can be resolved; return the dataset id it names and the
+    reference as the job will store it (a plain reference normalised by the policy)."""
+    field = f"{path}.source"
+    source = ref.source
+    try:
+        dataset_id = dataset_id_of(source)
+    except ValueError:
+        raise Invalid.one(
+            field, f"{source!r} is not dataset:<uuid>: use the id that POST /v1/datasets returned"
+        ) from None
+    if dataset_id is not None:
+        row = session.scalars(
+            tenancy.datasets(tenant).where(Dataset.id == dataset_id).with_for_update()
+        ).first()
+        if row is None:
+            raise Invalid.one(
+                field,
+                f"no dataset {dataset_id}: upload it with POST /v1/datasets "
+                "(or check the id with GET /v1/datasets)",
+            )
+        return dataset_id, ref
+    if source.startswith("s3://"):
+        check_s3_uri(rt, source, field)
+        return None, ref
+    checked = policy.check_plain_reference(source, rt.settings, field)
+    return None, ref if checked == source else ref.model_copy(update={"source": checked})
+
+
+def _validate(rt: Runtime, session: Session, spec: JobSpec, tenant: str) -> tuple[JobSpec, set[uuid.UUID]]:
+    """Check what pydantic cannot: the model reference and every dataset reference. Returns the spec
+    as it is stored (a copy with normalised references) and the datasets it uses."""
+    from lethe.core.models.errors import ModelError
+    from lethe.core.models.loading import check_model_reference
+
+    problems = policy.model_problems(spec, rt.settings)
+    try:
+        if not any(p.field == "model.name" for p in problems):
+            check_model_reference(spec.model)
+    except ModelError as err:
+        problems.append(Problem("model.name", str(err)))
+    used: set[uuid.UUID] = set()
+
+    def check(path: str, ref: DatasetRef) -> DatasetRef:
+        try:
+            dataset_id, checked = _check_ref(rt, session, path, ref, tenant)
+        except Invalid as err:
+            problems.extend(err.problems)
+            return ref
+        if dataset_id is not None:
+            used.add(dataset_id)
+        return checked
+
+    checked_spec = with_refs(spec, check)
+    if problems:
+        raise Invalid(problems)
+    return checked_spec, used
+
+
+# ------------------------------------------------------------------ create and read
+def add_event(session: Session, job_id: uuid.UUID, kind: str, payload: dict[str, Any]) -> None:
+    session.add(JobEvent(job_id=job_id, kind=kind, payload=payload))
+    if kind == "status":  # every state change is audited and sent to the job's webhook
+        transitions.on_status(session, job_id, payload)
+
+
+def create_job(rt: Runtime, spec: JobSpec, *, tenant: str, callback_url: str | None = None) -> Job:
+    """Validate, store as queued and hand to a worker; 503 if no worker can be reached."""
+    callback = webhooks.checked_url(rt.settings, callback_url) if callback_url else None
+    with limits.tenant_lock(rt, tenant), transaction(rt.sessions) as session:
+        limits.check_queue_quota(session, rt.settings, tenant)
+        spec, used = _validate(rt, session, spec, tenant)
+        # exclude_unset: the worker needs to know which dataset options the user set (see
+        # execution.resolve_datasets); the run folder's spec.yaml has every default filled in.
+        job = Job(
+            tenant=tenant,
+            name=spec.name,
+            status="queued",
+            spec=spec.model_dump(mode="json", by_alias=True, exclude_unset=True),
+            queue=choose_queue(spec, rt.settings),
+            attempts=0,
+            cancel_requested=False,
+        )
+        session.add(job)
+        session.flush()
+        if callback:
+            session.add(JobCallback(job_id=job.id, url=callback))
+        session.add_all(JobDataset(job_id=job.id, dataset_id=d) for d in sorted(used))
+        add_event(session, job.id, "status", {"status": "queued", "queue": job.queue})
+    if rt.dispatcher is None:
+        raise RuntimeError("the runtime has no dispatcher (see lethe.worker.dispatch)")
+    try:
+        rt.dispatcher.dispatch(job.id, job.queue)
+    except Exception as err:  # the broker is down: fail the job rather than leave it unseen
+        log.exception("could not dispatch job %s", job.id)
+        if _fail_undispatched(rt, job.id, str(err)):
+            raise Unavailable(
+                f"the job queue is unreachable ({err}); job {job.id} was not queued: retry later"
+            ) from None
+    return job
+
+
+def _fail_undispatched(rt: Runtime, job_id: uuid.UUID, reason: str) -> bool:
+    """Mark a job that could not be dispatched as failed; False if a worker took it after all
+    (the publish went through although the broker client reported an error)."""
+    with transaction(rt.sessions) as session:
+        failed = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "queued")
+            .values(status="failed", error=f"could not be queued: {reason}", finished_at=utcnow())
+        )
+        if not affected(failed):
+            return False
+        add_event(session, job_id, "status", {"status": "failed", "error": reason})
+        return True
+
+
+def list_jobs(
+    session: Session, status: str | None = None, limit: int = 50, cursor: str | None = None, *, tenant: str
+) -> Page[Job]:
+    query = tenancy.jobs(tenant)
+    if status is not None:
+        if status not in JOB_STATES:
+            raise Invalid.one(
+                "query.status", f"unknown status {status!r}: use one of {', '.join(JOB_STATES)}"
+            )
+        query = query.where(Job.status == status)
+    return paginate(session, query, Job, limit, cursor)
+
+
+def get_job(session: Session, job_id: uuid.UUID, *, tenant: str) -> Job:
+    return tenancy.job(session, tenant, job_id)
+
+
+def cancel_job(rt: Runtime, job_id: uuid.UUID, *, tenant: str) -> Job:
+    """A queued job is cancelled at once; a running one is asked to stop at its next step."""
+    with transaction(rt.sessions) as session:
+        job = get_job(session, job_id, tenant=tenant)
+        now = utcnow()
+        queued = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "queued")
+            .values(status="cancelled", finished_at=now, cancel_requested=True)
+        )
+        if affected(queued):
+            add_event(session, job_id, "status", {"status": "cancelled"})
+        else:
+            running = session.execute(
+                update(Job).where(Job.id == job_id, Job.status == "running").values(cancel_requested=True)
+            )
+            if not affected(running):
+                raise Conflict(f"job {job_id} has already ended ({job.status}): nothing to cancel")
+            add_event(session, job_id, "cancel_requested", {})
+    with rt.sessions() as session:
+        return get_job(session, job_id, tenant=tenant)
+
+
+def list_events(
+    session: Session, job_id: uuid.UUID, after: int = 0, limit: int = 1000, *, tenant: str
+) -> list[JobEvent]:
+    get_job(session, job_id, tenant=tenant)
+    query = tenancy.events(tenant, job_id).where(JobEvent.id > after).order_by(JobEvent.id).limit(limit)
+    return list(session.scalars(query))
+
+
+def list_artifacts(session: Session, job_id: uuid.UUID, *, tenant: str) -> list[Artifact]:
+    get_job(session, job_id, tenant=tenant)
+    return list(session.scalars(tenancy.artifacts(tenant, job_id).order_by(Artifact.name)))
+
+
+def get_artifact(session: Session, job_id: uuid.UUID, name: str, *, tenant: str) -> Artifact:
+    return tenancy.artifact(session, tenant, job_id, name)
