@@ -17,14 +17,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lethe import __version__
-from lethe.api import compliance
+from lethe.api import compliance, openapi
+from lethe.api.deps import text_only
 from lethe.api.routes import datasets, health, jobs, keys
 from lethe.service.infra.errors import ServiceError
 from lethe.service.infra.metrics import REQUEST_SECONDS
@@ -36,15 +40,17 @@ from lethe.service.trust.auth import install_bootstrap_key
 
 log = logging.getLogger(__name__)
 SPEC_BYTES = 1024 * 1024  # room for the form fields around an upload
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")  # Allow's order
 
 
 class BodyTooLarge(HTTPException):
-    """Raised while the body streams in; an HTTPException so FastAPI's body parsing lets it through."""
+    """Raised while the body streams in; an HTTPException so FastAPI's body parsing lets it through.
+    The message states the limit as configured (`shown`), not the bytes enforced, which for an
+    upload include room for its form fields."""
 
-    def __init__(self, limit: int, setting: str = "LETHE_MAX_UPLOAD_MB") -> None:
-        size = f"{limit // 2**20} MiB" if limit >= 2**20 else f"{limit // 1024} KiB"
+    def __init__(self, shown: str, setting: str = "LETHE_MAX_UPLOAD_MB") -> None:
         super().__init__(
-            413, f"request body larger than {size}: send less, or ask an admin to raise {setting}"
+            413, f"request body larger than {shown}: send less, or ask an admin to raise {setting}"
         )
 
 
@@ -52,28 +58,29 @@ class LimitsAndMetrics:
     """ASGI middleware: refuses bodies over the upload limit (413, counted while they stream,
     so a huge upload is not spooled to disk first) and times every request by route."""
 
-    def __init__(self, app: ASGIApp, max_body: int, max_json: int | None = None) -> None:
-        self.app, self.max_body, self.max_json = app, max_body, max_json or max_body
+    def __init__(self, app: ASGIApp, max_upload_mb: int, max_json_kb: int) -> None:
+        self.app = app
+        self.upload = (max_upload_mb * 2**20 + SPEC_BYTES, f"{max_upload_mb} MiB", "LETHE_MAX_UPLOAD_MB")
+        self.json = (max_json_kb * 1024, f"{max_json_kb} KiB", "LETHE_MAX_JSON_KB")
 
-    def _limit(self, scope: Scope) -> tuple[int, str]:
-        """Uploads (multipart) get the upload limit; everything else the smaller JSON limit."""
+    def _limit(self, scope: Scope) -> tuple[int, str, str]:
+        """Uploads (multipart) get the upload limit; everything else the smaller JSON limit.
+        Returns (bytes allowed, the limit as configured, its setting)."""
         kind = dict(scope["headers"]).get(b"content-type", b"")
-        if kind.startswith(b"multipart/"):
-            return self.max_body, "LETHE_MAX_UPLOAD_MB"
-        return self.max_json, "LETHE_MAX_JSON_KB"
+        return self.upload if kind.startswith(b"multipart/") else self.json
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         began, seen, state = time.perf_counter(), 0, {"status": 500, "started": False}
-        limit, setting = self._limit(scope)
+        limit, shown, setting = self._limit(scope)
 
         async def limited_receive() -> Message:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > limit:
-                raise BodyTooLarge(limit, setting)
+                raise BodyTooLarge(shown, setting)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -83,12 +90,15 @@ class LimitsAndMetrics:
 
         try:
             declared = dict(scope["headers"]).get(b"content-length", b"0")
-            if declared.isdigit() and int(declared) > limit:  # refuse before reading
-                await _send_json(tracking_send, 413, {"detail": BodyTooLarge(limit, setting).detail})
+            # refuse before reading; a length of more digits than any limit is over it (and
+            # more than int() converts)
+            if declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+                await _send_json(tracking_send, 413, {"detail": BodyTooLarge(shown, setting).detail})
             else:
                 await self.app(scope, limited_receive, tracking_send)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
+            # the path as documented (`/v1/jobs/{job_id}`), without its convertors (`:uuid`)
+            route = getattr(scope.get("route"), "path_format", "unmatched")
             REQUEST_SECONDS.labels(scope["method"], route, str(state["status"])).observe(
                 time.perf_counter() - began
             )
@@ -106,6 +116,44 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": raw})
 
 
+def _problem(item: Any) -> dict[str, str]:
+    """One pydantic or JSON error as `{"field", "msg"}`. A JSON syntax error's location is a
+    character position, not a field: it is named `body`, with the position in the message."""
+    loc = [str(p) for p in item["loc"]]
+    if item["type"] == "json_invalid":
+        where = f" at character {loc[1]}" if len(loc) > 1 else ""
+        reason = item.get("ctx", {}).get("error", "")
+        return {"field": "body", "msg": f"not valid JSON ({reason}{where}): send one JSON object"}
+    loc = loc[1:] if loc[:1] == ["body"] and len(loc) > 1 else loc
+    return {"field": ".".join(loc), "msg": item["msg"]}
+
+
+def _unreadable(cause: BaseException | None) -> dict[str, str]:
+    if isinstance(cause, RecursionError):
+        reason = "it is nested too deeply"
+    elif isinstance(cause, ValueError):  # e.g. an integer of more digits than Python converts
+        reason = str(cause).split(";")[0] or "it cannot be parsed"
+    else:  # e.g. a malformed multipart body
+        reason = str(cause).splitlines()[0] if cause is not None and str(cause) else "it is malformed"
+        return {
+            "field": "body",
+            "msg": f"the body cannot be read ({reason}): send JSON, or multipart/form-data to upload",
+        }
+    return {"field": "body", "msg": f"the JSON body cannot be read ({reason}): send a plain JSON object"}
+
+
+def _allowed_methods(app: FastAPI, scope: Scope) -> str:
+    """Every method some route serves at the request's path, for a 405's `Allow`: Starlette names
+    only the methods of the first route that matched the path (one of `GET /v1/jobs` and
+    `POST /v1/jobs`). Each method is tried as the router would route it."""
+    allowed = [
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in app.router.routes)
+    ]
+    return ", ".join(allowed)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, err: ServiceError) -> JSONResponse:
@@ -113,12 +161,18 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, err: RequestValidationError) -> JSONResponse:
-        problems = []
-        for item in err.errors():
-            loc = [str(p) for p in item["loc"]]
-            loc = loc[1:] if loc[:1] == ["body"] and len(loc) > 1 else loc
-            problems.append({"field": ".".join(loc), "msg": item["msg"]})
-        return JSONResponse({"detail": problems}, status_code=422)
+        return JSONResponse({"detail": [_problem(item) for item in err.errors()]}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)  # what FastAPI's body parsing raises
+    async def http_error(request: Request, err: StarletteHTTPException) -> Response:
+        # FastAPI answers 400 for a body its parser gave up on (JSON nested too deeply, a number
+        # too long, broken multipart): like any other body that cannot be read, that is the
+        # documented 422 naming the body
+        if err.status_code == 400:
+            return JSONResponse({"detail": [_unreadable(err.__cause__)]}, status_code=422)
+        if err.status_code == 405:
+            err.headers = {**(err.headers or {}), "Allow": _allowed_methods(request.app, request.scope)}
+        return await http_exception_handler(request, err)
 
     @app.exception_handler(StorageError)
     async def storage_error(_: Request, err: StorageError) -> JSONResponse:
@@ -167,15 +221,18 @@ def create_app(rt: Runtime) -> FastAPI:
         lifespan=lifespan,
         description="Unlearning jobs over HTTP: upload datasets, submit a job spec, follow "
         "its progress, download the unlearned LoRA adapter and its metrics.",
+        dependencies=[Depends(text_only)],
+        generate_unique_id_function=openapi.operation_id,
     )
     app.state.runtime = rt
     _install_error_handlers(app)
     for module in (health, datasets, jobs, keys):
         app.include_router(module.router)
     compliance.install(app, rt)  # audit middleware, certificates, webhooks
+    openapi.install(app)
     app.add_middleware(
         LimitsAndMetrics,
-        max_body=rt.settings.max_upload_bytes + SPEC_BYTES,
-        max_json=rt.settings.max_json_kb * 1024,
+        max_upload_mb=rt.settings.max_upload_mb,
+        max_json_kb=rt.settings.max_json_kb,
     )
     return app

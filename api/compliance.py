@@ -75,7 +75,8 @@ def _target(scope: Scope, route: str, created: str | None) -> str:
 
 def request_line(scope: Scope, digest: str, start: Message, body: bytes) -> audit.Line:
     principal = (scope.get("state") or {}).get("principal")
-    route = getattr(scope.get("route"), "path", None) or scope["path"]
+    # the path as documented (`/v1/jobs/{job_id}`), without its convertors (`:uuid`)
+    route = getattr(scope.get("route"), "path_format", None) or scope["path"]
     target = _target(scope, route, _created_id(start, body))
     return audit.Line(
         actor="key" if principal else "anonymous",

@@ -8,6 +8,7 @@ whose queries are scoped by `lethe.service.infra.tenancy`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated
 
@@ -15,9 +16,30 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from lethe.service.infra.errors import Forbidden, Unauthorized
+from lethe.service.infra.errors import Forbidden, Invalid, Unauthorized
+from lethe.service.infra.limits import lone_surrogate, not_text
 from lethe.service.infra.runtime import Runtime
 from lethe.service.trust.auth import Principal, authenticate
+
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # JSON's only way to write a lone surrogate
+
+
+async def text_only(request: Request) -> None:
+    """An app-wide dependency: 422 for a JSON body holding a lone surrogate escape (`"\\ud800"`).
+    It is valid JSON but no character: pydantic lets it through in plain strings, and the row
+    holding it could then never be served (every answer naming it would be a 500)."""
+    kind = request.headers.get("content-type", "")
+    if request.method not in ("POST", "PUT", "PATCH") or "json" not in kind:
+        return
+    if not SURROGATE_ESCAPE.search(await request.body()):
+        return  # the usual case, found by a scan: no walk over a large body on the event loop
+    try:
+        body = await request.json()  # parsed once: FastAPI reads the same cached body
+    except (ValueError, RecursionError):
+        return  # not JSON: FastAPI's own parsing answers for it
+    found = lone_surrogate(body)
+    if found is not None:
+        raise Invalid.one(found[0] or "body", not_text(found[1]))
 
 
 async def get_runtime(request: Request) -> Runtime:

@@ -38,9 +38,16 @@ class DatasetPage(BaseModel):
 class RegisterDataset(BaseModel):
     """A dataset registered by reference: validated (s3) or checked for form (hub), not uploaded."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # strict: a JSON body's values are taken as the schema types them (no "true" for true)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
-    source: str = Field(min_length=1, max_length=1024, examples=["s3://corpora/forget.jsonl", "hf:org/name"])
+    # the example is one a default server accepts (an s3:// one needs an allowed bucket)
+    source: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="s3://BUCKET/KEY (a bucket in LETHE_ALLOWED_S3_BUCKETS) or hf:ORG/NAME",
+        examples=["hf:org/name"],
+    )
     name: str | None = Field(None, max_length=200)
     schema_: DatasetSchema = Field("pairs", alias="schema")
     format: DatasetFormat = "auto"
@@ -61,10 +68,13 @@ class MetricsOut(BaseModel):
     after: dict[str, Any] | None = None
 
 
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
 class JobOut(Out):
     id: uuid.UUID
     name: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: JobStatus
     stage: str | None
     queue: str
     progress: ProgressOut | None
@@ -104,9 +114,109 @@ class ArtifactOut(Out):
 
 
 class Problem(BaseModel):
-    field: str
-    msg: str
+    field: str = Field(description="the dotted path of the field, e.g. `query.cursor`, `unlearn.train.lr`")
+    msg: str = Field(description="what is wrong and what to send instead")
 
 
 class ErrorOut(BaseModel):
+    """Every 4xx and 5xx answer: a message, or (422) one problem per field."""
+
     detail: str | list[Problem]
+
+
+ERROR_DESCRIPTIONS = {
+    401: "no API key, or an unknown or revoked one (with `WWW-Authenticate: Bearer`)",
+    403: "the API key lacks the scope this operation needs",
+    404: "no such object in the caller's tenant",
+    409: "the object's state does not allow this",
+    413: "the body is over LETHE_MAX_JSON_KB (JSON) or LETHE_MAX_UPLOAD_MB (uploads)",
+    422: "the request cannot be run: `detail` names each field and what to fix",
+    429: "over the tenant's quota: retry after `Retry-After` seconds",
+    503: "a backend (database, broker, storage) is unavailable: retry later",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route for these error statuses, each with the one error body."""
+    return {code: {"model": ErrorOut, "description": ERROR_DESCRIPTIONS[code]} for code in codes}
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready"]
+    checks: dict[str, str] = Field(description="each dependency (database, storage, broker or worker): ok")
+
+
+class NotReadyOut(BaseModel):
+    detail: str = Field(description="which dependencies are unreachable, and why")
+    checks: dict[str, str] = Field(description="each dependency: `ok` or `unreachable: REASON`")
+
+
+# ------------------------------------------------------------------ certificates
+# The certificate file as `lethe.evidence.certificate.sign` writes it (docs/compliance.md). The
+# evidence parts are open objects: the worker's evidence may gain keys, and older certificates
+# must still match.
+class CertifiedIssuer(BaseModel):
+    service: str
+    version: str
+    key_id: str
+
+
+class CertifiedJob(BaseModel):
+    id: uuid.UUID
+    name: str
+    tenant: str
+    status: str
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    attempts: int
+
+
+class CertifiedDataset(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    used_as: str = Field(description="where the spec uses it, e.g. `unlearn.forget`")
+    source: str
+    sha256: str | None = Field(description="SHA-256 of the bytes the worker read; null for hub datasets")
+
+
+class CertifiedAdapter(BaseModel):
+    archive: str
+    archive_sha256: str | None
+    files_sha256: dict[str, str]
+
+
+class Certificate(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    format: str = Field(description="lethe-unlearning-certificate/1")
+    issued_at: str
+    issuer: CertifiedIssuer
+    statement: str
+    job: CertifiedJob
+    spec: dict[str, Any]
+    datasets: list[CertifiedDataset] = Field(default_factory=list)
+    base_model: dict[str, Any] | None = None
+    adapter: CertifiedAdapter | None = None
+    artifacts_sha256: dict[str, str] = Field(default_factory=dict)
+    metrics: dict[str, Any] | None = None
+    environment: dict[str, Any] | None = None
+    completed_at: str | None = None
+
+
+class CertificateSignature(BaseModel):
+    algorithm: Literal["Ed25519"]
+    key_id: str = Field(description="SHA-256 (hex) of the raw public key")
+    public_key: str = Field(description="the raw 32-byte public key, base64")
+    value: str = Field(description="the 64-byte Ed25519 signature of the canonical `certificate`, base64")
+
+
+class CertificateFile(BaseModel):
+    """A signed certificate: verify the bytes as served (`lethe verify`), not a re-serialisation."""
+
+    certificate: Certificate
+    signature: CertificateSignature

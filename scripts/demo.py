@@ -32,7 +32,7 @@ def run(lethe: LetheClient, spec_path: Path, out: Path) -> int:
     print(before_after_table(job.metrics or {}))
     lethe.download(job.id, out)  # every artifact, each SHA-256 checked; adapter.tar.gz extracted
     certificate, public_key = out / "certificate.json", out / "signing_key.pem"
-    lethe.evidence.certificate(job.id, certificate)
+    lethe.certificate(job.id, certificate)
     public_key.write_text(lethe.signing_key()["public_key_pem"], encoding="utf-8")
     checked = lethe.verify_certificate(certificate, pin_to_server=True)
     print(f"adapter:     {out / 'adapter.tar.gz'} (SHA-256 checked; extracted to {out / 'adapter'})")

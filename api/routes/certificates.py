@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import base64
 import uuid
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from lethe.api.deps import ReadDep, RuntimeDep
-from lethe.api.schemas import ErrorOut
+from lethe.api.schemas import CertificateFile, errors
 from lethe.evidence.certificate import ALGORITHM, key_id, public_key_pem, raw_public_key
 from lethe.service.trust import certificates
 
 router = APIRouter(tags=["certificates"])
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 403, 404, 409, 503)}
 
 
 class SigningKeyOut(BaseModel):
@@ -29,7 +27,7 @@ class SigningKeyOut(BaseModel):
     public_key_pem: str = Field(description="the same key as PEM (SubjectPublicKeyInfo), for openssl")
 
 
-@router.get("/v1/signing-key")
+@router.get("/v1/signing-key", name="signing_key")
 def signing_key(request: Request) -> SigningKeyOut:
     """The public key that signs this service's certificates (no key needed to read it)."""
     public = request.app.state.signing_key.public_key()
@@ -41,13 +39,15 @@ def signing_key(request: Request) -> SigningKeyOut:
 
 
 @router.get(
-    "/v1/jobs/{job_id}/certificate",
+    "/v1/jobs/{job_id:uuid}/certificate",
+    name="get",
     response_class=Response,
     responses={
-        **ERRORS,
+        **errors(401, 403, 404, 409, 422, 503),
         200: {
-            "content": {"application/json": {}},
-            "description": "the canonical certificate file; check it with `lethe verify`",
+            "model": CertificateFile,
+            "description": "the canonical certificate file: verify these bytes as they are "
+            "(`lethe verify`), since a re-serialisation need not be canonical",
         },
     },
 )

@@ -6,12 +6,13 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile, status
 
 from lethe.api.deps import ReadDep, RuntimeDep, SessionDep, SubmitDep
-from lethe.api.schemas import DatasetOut, DatasetPage, ErrorOut, RegisterDataset
+from lethe.api.schemas import DatasetOut, DatasetPage, RegisterDataset, errors
+from lethe.core.spec.fields import DatasetSchema
 from lethe.service.infra import idempotency
 from lethe.service.infra.db import Dataset
 from lethe.service.infra.errors import Invalid
@@ -20,9 +21,18 @@ from lethe.service.infra.runtime import Runtime
 from lethe.service.storage import datasets as service
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (401, 403, 404, 409, 413, 422, 503)
-}
+WRITE_ERRORS = errors(401, 403, 409, 413, 422, 503)  # 409: an Idempotency-Key reused with another body
+READ_ERRORS = errors(401, 403, 404, 422, 503)
+UploadFormat = Literal["auto", "jsonl", "csv", "parquet", "text"]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        # documented here, checked by the service (whose message says what to send)
+        json_schema_extra={"minLength": 1, "maxLength": idempotency.MAX_KEY_CHARS},
+        description="a client-made key (e.g. a UUID): a retry with it returns the first result",
+    ),
+]
 
 
 def dataset_out(row: Dataset) -> DatasetOut:
@@ -62,25 +72,19 @@ def _columns(raw: str) -> dict[str, str]:
     return value
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=ERRORS)
+@router.post("", name="upload", status_code=status.HTTP_201_CREATED, responses=WRITE_ERRORS)
 def upload_dataset(
     rt: RuntimeDep,
     principal: SubmitDep,
-    file: Annotated[UploadFile, File(description="JSONL, CSV, Parquet or plain text")],
-    schema_: Annotated[
-        str, Form(alias="schema", description="pairs | prompts | pku_saferlhf | truthfulqa | book")
-    ] = "pairs",
-    format: Annotated[
-        str, Form(description="auto (from the file name) | jsonl | csv | parquet | text")
-    ] = "auto",
-    columns: Annotated[str, Form(description='JSON object, e.g. {"prompt": "question"}')] = "{}",
-    name: Annotated[str | None, Form(max_length=200)] = None,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key", description="a client-made key: a retry with it returns the first result"
-        ),
-    ] = None,
+    file: Annotated[UploadFile, File(description="JSONL, CSV, Parquet or plain text, with its file name")],
+    schema_: Annotated[DatasetSchema, Form(alias="schema", description="how rows become examples")] = "pairs",
+    format: Annotated[UploadFormat, Form(description="auto: from the file name's extension")] = "auto",
+    columns: Annotated[
+        str, Form(description='a JSON object of canonical name -> column name, e.g. {"prompt": "question"}')
+    ] = "{}",
+    # a plain string (empty: the file's name): generators send a null form field as "None"
+    name: Annotated[str, Form(max_length=200)] = "",
+    idempotency_key: IdempotencyKey = None,
 ) -> DatasetOut:
     """Upload a dataset: it is parsed and counted with its declared schema before it is stored."""
     meta = service.DatasetMeta(
@@ -89,7 +93,9 @@ def upload_dataset(
     digest = (
         ""
         if idempotency_key is None
-        else idempotency.body_hash([_file_sha256(file), file.filename, schema_, format, columns, name])
+        else idempotency.body_hash(
+            [_file_sha256(file), file.filename, schema_, format, columns, name or None]
+        )
     )
 
     def create() -> uuid.UUID:
@@ -117,12 +123,12 @@ def _once(
         return dataset_out(service.get_dataset(session, dataset_id, tenant=tenant))
 
 
-@router.post("/register", status_code=status.HTTP_201_CREATED, responses=ERRORS)
+@router.post("/register", name="register", status_code=status.HTTP_201_CREATED, responses=WRITE_ERRORS)
 def register_dataset(
     rt: RuntimeDep,
     principal: SubmitDep,
     body: RegisterDataset,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> DatasetOut:
     """Register `s3://bucket/key` (an allowed bucket; validated now) or `hf:ORG/NAME` by reference."""
     meta = service.DatasetMeta(
@@ -139,7 +145,7 @@ def register_dataset(
     )
 
 
-@router.get("", responses=ERRORS)
+@router.get("", name="list", responses=errors(401, 403, 422, 503))
 def list_datasets(
     session: SessionDep,
     principal: ReadDep,
@@ -150,12 +156,18 @@ def list_datasets(
     return DatasetPage(items=[dataset_out(r) for r in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/{dataset_id}", responses=ERRORS)
+# `:uuid`: only an id matches, so `/v1/datasets/register` is never read as one (GET on it is a 405)
+@router.get("/{dataset_id:uuid}", name="get", responses=READ_ERRORS)
 def get_dataset(session: SessionDep, principal: ReadDep, dataset_id: uuid.UUID) -> DatasetOut:
     return dataset_out(service.get_dataset(session, dataset_id, tenant=principal.tenant))
 
 
-@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS)
+@router.delete(
+    "/{dataset_id:uuid}",
+    name="delete",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=errors(401, 403, 404, 409, 413, 422, 503),
+)
 def delete_dataset(rt: RuntimeDep, principal: SubmitDep, dataset_id: uuid.UUID) -> Response:
     """Delete a dataset; refused (409) while a queued or running job uses it."""
     service.delete_dataset(rt, dataset_id, tenant=principal.tenant)

@@ -10,14 +10,16 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from lethe.api.deps import RuntimeDep
+from lethe.api.schemas import HealthOut, NotReadyOut, ReadyOut
 from lethe.service.infra.metrics import exposition
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get("/healthz", name="live")
+def healthz() -> HealthOut:
+    """The process answers (no dependency is checked)."""
+    return HealthOut(status="ok")
 
 
 def _probe(fn: Callable[[], object]) -> str:
@@ -28,8 +30,15 @@ def _probe(fn: Callable[[], object]) -> str:
         return f"unreachable: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
 
 
-@router.get("/readyz", responses={503: {"description": "a dependency is unreachable"}})
+@router.get(
+    "/readyz",
+    name="ready",
+    response_model=ReadyOut,
+    responses={503: {"model": NotReadyOut, "description": "a dependency is unreachable"}},
+)
 def readyz(rt: RuntimeDep) -> JSONResponse:
+    """Whether the database, storage and broker (or in-process worker) answer."""
+
     def database() -> None:
         with rt.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -40,10 +49,20 @@ def readyz(rt: RuntimeDep) -> JSONResponse:
     failed = {k: v for k, v in checks.items() if v != "ok"}
     if failed:
         detail = "not ready: " + "; ".join(f"{k} {v}" for k, v in failed.items())
-        return JSONResponse({"detail": detail, "checks": checks}, status_code=503)
-    return JSONResponse({"status": "ready", "checks": checks})
+        return JSONResponse(NotReadyOut(detail=detail, checks=checks).model_dump(), status_code=503)
+    return JSONResponse(ReadyOut(status="ready", checks=checks).model_dump())
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    name="metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def metrics(rt: RuntimeDep) -> Response:
     return Response(exposition(rt), media_type=CONTENT_TYPE_LATEST)

@@ -1,4 +1,5 @@
-"""/v1/jobs: submit, list, get, cancel, events (JSON or server-sent events), artifacts."""
+"""/v1/jobs: submit, list, get, cancel, events (JSON, or server-sent events at /events/stream),
+artifacts."""
 
 from __future__ import annotations
 
@@ -13,18 +14,20 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from lethe.api.deps import ReadDep, RuntimeDep, SessionDep, SubmitDep
-from lethe.api.schemas import ArtifactOut, ErrorOut, EventOut, JobDetail, JobOut, JobPage
+from lethe.api.openapi import event_stream, file_content, served_type
+from lethe.api.schemas import ArtifactOut, EventOut, JobDetail, JobOut, JobPage, JobStatus, errors
 from lethe.core.spec.job import JobSpec
 from lethe.service.infra import idempotency
 from lethe.service.infra.db import FINAL_STATES, Artifact, Job, JobEvent
 from lethe.service.infra.object_store import iter_chunks
 from lethe.service.infra.runtime import Runtime
 from lethe.service.jobs import records as service
+from lethe.service.storage.artifacts import RUN_FILES
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (401, 403, 404, 409, 413, 422, 429, 503)
-}
+READ_ERRORS = errors(401, 403, 404, 422, 503)
+# every type an artifact is served with (adapter.tar.gz, then the run folder's files)
+ARTIFACT_TYPES = sorted({"application/gzip", *(kind.split(";")[0] for kind in RUN_FILES.values())})
 SSE_POLL_S = 0.5
 CallbackUrl = Annotated[
     str | None,
@@ -38,6 +41,8 @@ IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
+        # documented here, checked by the service (whose message says what to send)
+        json_schema_extra={"minLength": 1, "maxLength": idempotency.MAX_KEY_CHARS},
         description="a client-made key (e.g. a UUID): a retry with it returns the first result",
     ),
 ]
@@ -48,7 +53,12 @@ def job_detail(job: Job) -> JobDetail:
     return JobDetail.model_validate(job)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=ERRORS)
+@router.post(
+    "",
+    name="submit",
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(401, 403, 409, 413, 422, 429, 503),
+)
 def submit_job(
     rt: RuntimeDep,
     principal: SubmitDep,
@@ -81,11 +91,11 @@ def submit_job(
     return _read_job(rt, job_id, principal.tenant)
 
 
-@router.get("", responses=ERRORS)
+@router.get("", name="list", responses=errors(401, 403, 422, 503))
 def list_jobs(
     session: SessionDep,
     principal: ReadDep,
-    status: str | None = Query(None, description="queued | running | succeeded | failed | cancelled"),
+    status: Annotated[JobStatus | None, Query(description="only jobs in this state")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> JobPage:
@@ -98,13 +108,13 @@ def _read_job(rt: Runtime, job_id: uuid.UUID, tenant: str) -> JobDetail:
         return job_detail(service.get_job(session, job_id, tenant=tenant))
 
 
-@router.get("/{job_id}", responses=ERRORS)
+@router.get("/{job_id:uuid}", name="get", responses=READ_ERRORS)
 async def get_job(rt: RuntimeDep, principal: ReadDep, job_id: uuid.UUID) -> JobDetail:
     """The job's status, stage, progress, metrics and error (the endpoint clients poll)."""
     return await run_in_threadpool(_read_job, rt, job_id, principal.tenant)
 
 
-@router.post("/{job_id}/cancel", responses=ERRORS)
+@router.post("/{job_id:uuid}/cancel", name="cancel", responses=errors(401, 403, 404, 409, 413, 422, 503))
 def cancel_job(rt: RuntimeDep, principal: SubmitDep, job_id: uuid.UUID) -> JobDetail:
     """Cancel: a queued job at once, a running one at its next training step."""
     return job_detail(service.cancel_job(rt, job_id, tenant=principal.tenant))
@@ -140,33 +150,67 @@ async def _stream(rt: Runtime, job_id: uuid.UUID, after: int, tenant: str) -> As
         await asyncio.sleep(SSE_POLL_S)
 
 
-@router.get(
-    "/{job_id}/events",
-    response_model=list[EventOut],
-    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
-)
+def _event_stream(rt: Runtime, job_id: uuid.UUID, after: int, tenant: str) -> StreamingResponse:
+    return StreamingResponse(
+        _stream(rt, job_id, after, tenant),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+AfterEvent = Annotated[int, Query(ge=0, le=2**63 - 1, description="only events with a larger id")]
+# an integer, not nullable: a header has no null (a generator would send the text "null")
+LastEventId = Annotated[
+    int,
+    Header(ge=0, le=2**63 - 1, description="sent by an EventSource when it reconnects: resume after it"),
+]
+
+
+@router.get("/{job_id:uuid}/events", name="events", response_model=list[EventOut], responses=READ_ERRORS)
 def job_events(
     request: Request,
     rt: RuntimeDep,
     session: SessionDep,
     principal: ReadDep,
     job_id: uuid.UUID,
-    after: Annotated[int, Query(ge=0, le=2**63 - 1, description="only events with a larger id")] = 0,
+    after: AfterEvent = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
-    stream: Annotated[bool, Query(description="server-sent events until the job ends")] = False,
-    last_event_id: Annotated[int | None, Header(ge=0, le=2**63 - 1)] = None,
+    # the stream's old spelling, kept working but out of the schema: one operation, one type
+    stream: Annotated[bool, Query(include_in_schema=False)] = False,
+    last_event_id: Annotated[int | None, Header(ge=0, le=2**63 - 1, include_in_schema=False)] = None,
 ) -> Any:
-    """The job's progress log; `?stream=true` (or Accept: text/event-stream) streams it live."""
+    """The job's progress log, oldest first (`GET .../events/stream` follows it live)."""
     if stream or "text/event-stream" in request.headers.get("accept", ""):
         service.get_job(session, job_id, tenant=principal.tenant)  # 404 before the stream starts
-        start = max(after, last_event_id or 0)
-        return StreamingResponse(
-            _stream(rt, job_id, start, principal.tenant),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return _event_stream(rt, job_id, max(after, last_event_id or 0), principal.tenant)
     events = service.list_events(session, job_id, after, limit, tenant=principal.tenant)
     return [EventOut.model_validate(e) for e in events]
+
+
+@router.get(
+    "/{job_id:uuid}/events/stream",
+    name="stream_events",
+    response_class=StreamingResponse,
+    responses={
+        **READ_ERRORS,
+        200: {
+            "description": "server-sent events (`id`, `event`: the kind, `data`: the event as JSON) "
+            "until the job has ended and every event was sent",
+            "content": event_stream("EventOut"),
+        },
+    },
+)
+def stream_job_events(
+    rt: RuntimeDep,
+    session: SessionDep,
+    principal: ReadDep,
+    job_id: uuid.UUID,
+    after: AfterEvent = 0,
+    last_event_id: LastEventId = 0,
+) -> StreamingResponse:
+    """The job's progress log as server-sent events, live until the job ends."""
+    service.get_job(session, job_id, tenant=principal.tenant)  # 404 before the stream starts
+    return _event_stream(rt, job_id, max(after, last_event_id), principal.tenant)
 
 
 def artifact_out(row: Artifact) -> ArtifactOut:
@@ -180,21 +224,33 @@ def artifact_out(row: Artifact) -> ArtifactOut:
     )
 
 
-@router.get("/{job_id}/artifacts", responses=ERRORS)
+@router.get("/{job_id:uuid}/artifacts", name="list_artifacts", responses=READ_ERRORS)
 def list_artifacts(session: SessionDep, principal: ReadDep, job_id: uuid.UUID) -> list[ArtifactOut]:
     return [artifact_out(a) for a in service.list_artifacts(session, job_id, tenant=principal.tenant)]
 
 
 @router.get(
-    "/{job_id}/artifacts/{name}",
+    "/{job_id:uuid}/artifacts/{name}",
+    name="download_artifact",
     response_class=StreamingResponse,
     responses={
-        **ERRORS,
-        200: {"content": {"application/octet-stream": {}}, "description": "the file, with X-Content-SHA256"},
+        **READ_ERRORS,
+        200: {
+            "description": "the file, in its own type (the listing's `content_type`), or "
+            "application/octet-stream when `Accept` asks for that first",
+            "content": file_content(*ARTIFACT_TYPES),
+            "headers": {
+                "X-Content-SHA256": {
+                    "description": "SHA-256 (hex) of the file",
+                    "required": True,
+                    "schema": {"type": "string"},
+                }
+            },
+        },
     },
 )
 def download_artifact(
-    rt: RuntimeDep, session: SessionDep, principal: ReadDep, job_id: uuid.UUID, name: str
+    request: Request, rt: RuntimeDep, session: SessionDep, principal: ReadDep, job_id: uuid.UUID, name: str
 ) -> StreamingResponse:
     """Stream an artifact with its Content-Length and SHA-256 (`X-Content-SHA256`)."""
     row = service.get_artifact(session, job_id, name, tenant=principal.tenant)
@@ -205,5 +261,7 @@ def download_artifact(
         "Content-Disposition": f'attachment; filename="{row.name}"',
     }
     return StreamingResponse(
-        iter_chunks(rt.storage.open(row.storage_key)), media_type=row.content_type, headers=headers
+        iter_chunks(rt.storage.open(row.storage_key)),
+        media_type=served_type(request, row.content_type),
+        headers=headers,
     )

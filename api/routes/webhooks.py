@@ -12,20 +12,23 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from lethe.api.deps import AdminDep, ReadDep, RuntimeDep, SessionDep
-from lethe.api.schemas import ErrorOut
+from lethe.api.schemas import errors
 from lethe.service.infra import tenancy
 from lethe.service.trust import webhooks
 
 router = APIRouter(tags=["webhooks"])
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 403, 404, 422, 503)}
 
 
 class WebhookConfigIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a JSON body's values are taken as the schema types them (no "true" for true)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     url: str | None = Field(
-        description="callback for every job of the tenant without its own; null: none",
-        examples=["https://hooks.example.com/lethe"],
+        max_length=2000,
+        description="an http(s):// callback for every job of the tenant without its own (its host "
+        "must resolve to a public address); null: none",
+        # null is the one value every server accepts: a URL example would have to resolve
+        examples=[None],
     )
     rotate_secret: bool = Field(False, description="replace the signing secret (the old one stops at once)")
 
@@ -63,13 +66,13 @@ class DeliveryOut(BaseModel):
     tries: list[AttemptOut]
 
 
-@router.get("/v1/webhook", responses=ERRORS)
+@router.get("/v1/webhook", name="get_config", responses=errors(401, 403, 503))
 def get_webhook(rt: RuntimeDep, principal: AdminDep) -> WebhookConfigOut:
     """The tenant's default callback URL and the secret that signs all its callbacks."""
     return WebhookConfigOut.model_validate(webhooks.read_config(rt, principal.tenant))
 
 
-@router.put("/v1/webhook", responses=ERRORS)
+@router.put("/v1/webhook", name="set_config", responses=errors(401, 403, 413, 422, 503))
 def put_webhook(rt: RuntimeDep, principal: AdminDep, body: WebhookConfigIn) -> WebhookConfigOut:
     """Set or clear the tenant's default callback URL; optionally rotate the secret."""
     return WebhookConfigOut.model_validate(
@@ -77,7 +80,7 @@ def put_webhook(rt: RuntimeDep, principal: AdminDep, body: WebhookConfigIn) -> W
     )
 
 
-@router.get("/v1/jobs/{job_id}/webhooks", responses=ERRORS)
+@router.get("/v1/jobs/{job_id:uuid}/webhooks", name="deliveries", responses=errors(401, 403, 404, 422, 503))
 def job_deliveries(session: SessionDep, principal: ReadDep, job_id: uuid.UUID) -> list[DeliveryOut]:
     """Every callback of the job's state changes, with each try and what the receiver answered."""
     tenancy.job(session, principal.tenant, job_id)

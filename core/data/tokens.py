@@ -10,10 +10,11 @@ model would generate, rather than a dangling space token.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from lethe.core.spec.fields import PromptFormat
+from lethe.core.spec.fields import PromptFormat, PromptTemplate
 
 IGNORE_INDEX = -100
 
@@ -30,6 +31,19 @@ class Encoded:
     labels: list[int]
 
 
+def render_template(tokenizer: Any, template: PromptTemplate) -> str:
+    """A template as text: a chat template becomes the conversation the tokenizer writes up to the
+    assistant's turn (system message as asked, the user's message `{prompt}`), then `{response}`."""
+    if isinstance(template, str):
+        return template
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("this model's tokenizer has no chat template: write format.template out instead")
+    system = [{"role": "system", "content": template.system or ""}] if template.chat == "system" else []
+    messages = [*system, {"role": "user", "content": "{prompt}"}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return str(text) + "{response}"
+
+
 def split_template(template: str, prompt: str, response: str) -> tuple[str, str]:
     """Return (prompt part, answer part) of the filled template, whitespace moved to the answer."""
     head = template[: template.index("{response}")].replace("{prompt}", prompt)
@@ -42,9 +56,17 @@ def prompt_text(template: str, prompt: str) -> str:
     return split_template(template, prompt, "")[0]
 
 
-def encode(tokenizer, prompt: str, response: str, fmt: PromptFormat, example_id: str = "?") -> Encoded:
-    """Tokenise one example; answer tokens are the labels, everything else is IGNORE_INDEX."""
-    head, answer = split_template(fmt.template, prompt, response)
+def encode(
+    tokenizer: Any,
+    prompt: str,
+    response: str,
+    fmt: PromptFormat,
+    example_id: str = "?",
+    template: str | None = None,
+) -> Encoded:
+    """Tokenise one example (in `template`, else the format's); answer tokens are the labels,
+    everything else is IGNORE_INDEX."""
+    head, answer = split_template(template or fmt.text, prompt, response)
     prompt_ids = tokenizer(head, add_special_tokens=True)["input_ids"]
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] if answer.strip() else []
     total = len(prompt_ids) + len(answer_ids)

@@ -68,6 +68,40 @@ def load_classifier(path: str | Path, num_labels: int | None = None) -> tuple[An
     return model.eval(), tokenizer
 
 
+def load_encoder(path: str | Path) -> tuple[Any, Any]:
+    """(model, tokenizer) of a local sentence-encoder folder (no classification head), for `embed`."""
+    import transformers
+
+    folder = Path(path).expanduser()
+    if not (folder / "config.json").is_file():
+        raise JudgeError(f"encoder folder {str(folder)!r} not found or has no config.json")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    model = transformers.AutoModel.from_pretrained(folder, local_files_only=True)
+    return model.eval(), tokenizer
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the token vectors [B, T, H] over the unmasked tokens (mask [B, T]), L2-normalised [B, H].
+
+    How all-MiniLM-L6-v2 makes a sentence embedding (its sentence-transformers pooling config)."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    summed = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(summed, dim=-1)
+
+
+def embed(
+    model: Any, tokenizer: Any, texts: Sequence[str], *, max_length: int = 128, batch_size: int = 32
+) -> torch.Tensor:
+    """Unit-length sentence embeddings [N, H] of `texts` (cosine similarity = dot product)."""
+    chunks: list[torch.Tensor] = []
+    device = model_device(model)
+    with inference(model):
+        for chunk in batches(texts, batch_size):
+            batch = {k: v.to(device) for k, v in _tokenize(tokenizer, chunk, max_length).items()}
+            chunks.append(mean_pool(model(**batch).last_hidden_state, batch["attention_mask"]).cpu())
+    return torch.cat(chunks) if chunks else torch.zeros(0, int(model.config.hidden_size))
+
+
 def _tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
     return tokenizer(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
 
@@ -83,6 +117,22 @@ def predict_labels(
             batch = {k: v.to(device) for k, v in _tokenize(tokenizer, chunk, max_length).items()}
             labels.extend(model(**batch).logits.argmax(dim=-1).tolist())
     return labels
+
+
+def predict_logits(
+    model: Any, tokenizer: Any, texts: Sequence[str], *, max_length: int = 128, batch_size: int = 32
+) -> list[float]:
+    """Log-odds of class 1 over class 0 for each text of a 2-class classifier (> 0: class 1 wins).
+
+    Log-odds rather than labels, so a judge can add the evidence of two classifiers."""
+    scores: list[float] = []
+    device = model_device(model)
+    with inference(model):
+        for chunk in batches(texts, batch_size):
+            batch = {k: v.to(device) for k, v in _tokenize(tokenizer, chunk, max_length).items()}
+            logits = model(**batch).logits
+            scores.extend((logits[:, 1] - logits[:, 0]).tolist())
+    return scores
 
 
 def stratified_split(labels: Sequence[int], holdout: float, seed: int) -> tuple[list[int], list[int]]:
@@ -150,20 +200,24 @@ def train_classifier(
     batch_size: int = 16,
     max_length: int = 128,
     holdout: float = 0.2,
+    num_labels: int = 2,
 ) -> TrainedClassifier:
-    """Fine-tune `encoder` with a fresh 2-class head on (texts, labels); report held-out accuracy.
+    """Fine-tune `encoder` with a fresh `num_labels`-class head on (texts, labels 0..num_labels-1);
+    report held-out accuracy.
 
     Seeded: the head's initialisation, the split, the data order and dropout all derive from
     `seed`, without touching the caller's random state.
     """
     if len(texts) != len(labels):
         raise JudgeError(f"{len(texts)} texts but {len(labels)} labels")
-    if set(labels) != {0, 1}:
-        raise JudgeError("the judge needs both harmful (1) and harmless (0) training texts")
+    if set(labels) != set(range(num_labels)):
+        if num_labels == 2:
+            raise JudgeError("the judge needs both harmful (1) and harmless (0) training texts")
+        raise JudgeError(f"the classifier needs training texts of each of its {num_labels} classes")
     train_idx, held_idx = stratified_split(labels, holdout, seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model, tokenizer = load_classifier(encoder, num_labels=2)
+        model, tokenizer = load_classifier(encoder, num_labels=num_labels)
         _train_epochs(
             model,
             tokenizer,

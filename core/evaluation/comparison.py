@@ -29,4 +29,10 @@ def compare(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str
         b, a = float(before["harmful_rate"]), float(after["harmful_rate"])
         result["harmful_rate_reduction"] = relative_reduction(b, a) if b != 0 else None
         result["effectiveness_E"] = effectiveness_score(b, a) if b != 0 else None
+    # every harmful rate (further sets `/NAME`, further formats `@FORMAT`): its own reduction
+    result["harmful_reductions"] = {
+        name: relative_reduction(m["before"], m["after"]) if m["before"] else None
+        for name, m in metrics.items()
+        if name.startswith("harmful_rate") and m["before"] is not None and m["after"] is not None
+    }
     return result

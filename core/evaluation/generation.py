@@ -10,7 +10,7 @@ without a pad token.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -65,21 +65,28 @@ def generate(
     gen: GenerationConfig,
     *,
     seed: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> list[str]:
     """Answer each prompt; return only the new text (special tokens skipped, stripped).
 
-    Greedy unless `gen.do_sample`; batches of `gen.batch_size`. `seed` makes sampling repeatable
-    without touching the caller's random state. Works for plain models and peft models alike.
+    Greedy unless `gen.do_sample`; batches of `gen.batch_size` prompts of similar length (sorted
+    by length, answers returned in the prompts' order), so little of a batch is padding. `seed`
+    makes sampling repeatable without touching the caller's random state. Works for plain models
+    and peft models alike.
     """
     if not prompts:
         return []
     options = _decoding_options(tokenizer, gen)
     texts = [prompt_text(template, p) for p in prompts]
-    answers: list[str] = []
+    order = sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))
+    answers: dict[int, str] = {}
     rng = torch.random.fork_rng() if seed is not None else nullcontext()
     with rng, inference(model):
         if seed is not None:
             torch.manual_seed(seed)
-        for chunk in batches(texts, gen.batch_size):
-            answers.extend(_generate_batch(model, tokenizer, chunk, options))
-    return answers
+        for chunk in batches(order, gen.batch_size):
+            outputs = _generate_batch(model, tokenizer, [texts[i] for i in chunk], options)
+            answers.update(zip(chunk, outputs, strict=True))
+            if on_batch is not None:  # progress: how many prompts this batch answered
+                on_batch(len(chunk))
+    return [answers[i] for i in range(len(texts))]

@@ -209,3 +209,14 @@ def distinct_n(texts: Sequence[str], n: int = 2) -> float:
         raise ValueError(f"n must be at least 1, got {n}")
     grams = [tuple(ws[i : i + n]) for ws in map(words, texts) for i in range(len(ws) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
+
+
+_SENTENCE_END = re.compile(r"[.!?\n]+")
+
+
+def repeats_sentence(text: str, min_words: int = 3) -> bool:
+    """True when a sentence of `min_words` or more words comes back word for word ("I'm sure you
+    understand. I'm sure you understand."): a loop too long for `is_degenerate`'s trigram test."""
+    sentences = [" ".join(words(s)) for s in _SENTENCE_END.split(text)]
+    sentences = [s for s in sentences if len(s.split()) >= min_words]
+    return len(set(sentences)) < len(sentences)

@@ -7,8 +7,8 @@ when its inputs are present (a set is empty, no judge, no reference responses: n
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lethe.core.data.examples import Example, MCQuestion
@@ -31,6 +31,7 @@ class EvalSets:
     mc: list[MCQuestion] = field(default_factory=list)
     copyright_forget: list[Example] = field(default_factory=list)
     copyright_retain: list[Example] = field(default_factory=list)
+    harmful_sets: dict[str, list[Example]] = field(default_factory=dict)  # further sets, by name
 
 
 @dataclass
@@ -42,24 +43,31 @@ class EvalResult:
     responses: dict[str, str] = field(default_factory=dict)
 
 
+def _no_progress(_: int) -> None:
+    pass
+
+
 @dataclass(frozen=True)
 class _Run:
     model: Any
     tokenizer: Any
     spec: EvalSpec
     fmt: PromptFormat
+    tick: Callable[[int], None] = _no_progress  # examples done (progress)
 
     def generate(self, examples: Sequence[Example]) -> list[str]:
         return generate(
             self.model,
             self.tokenizer,
             [ex.prompt for ex in examples],
-            self.fmt.template,
+            self.fmt.text,
             self.spec.generation,
+            on_batch=self.tick,
         )
 
     def nll_rows(self, examples: Sequence[Example]) -> list[Row]:
         nlls = answer_nll(self.model, self.tokenizer, examples, self.fmt, self.spec.batch_size)
+        self.tick(len(examples))
         return [
             {"id": ex.id, "prompt": ex.prompt, "nll": s, "tokens": n}
             for ex, (s, n) in zip(examples, nlls, strict=False)
@@ -154,6 +162,7 @@ def _collect_mc(run: _Run, questions: list[MCQuestion]) -> list[Row]:
             )
             row.update(mc2=scores.mc2(lls, q.mc2_labels), mc2_logliks=lls)
         rows.append(row)
+        run.tick(1)
     return rows
 
 
@@ -182,6 +191,7 @@ def evaluate(
     forget: list[Example] | None,
     reference_responses: dict[str, str] | None,
     sets: EvalSets,
+    on_examples: Callable[[int], None] | None = None,
 ) -> EvalResult:
     """Measure `model` on every non-empty set; see the module docstring for what is reported.
 
@@ -193,7 +203,7 @@ def evaluate(
     """
     cap = spec.max_examples
     cap_copyright = spec.copyright.max_examples if spec.copyright else cap
-    run = _Run(model, tokenizer, spec, fmt)
+    run = _Run(model, tokenizer, spec, fmt, on_examples or _no_progress)
     result = EvalResult()
     if forget:
         rows = run.nll_rows(forget[:cap])
@@ -216,4 +226,46 @@ def evaluate(
     if sets.benign_prompts:
         rows = _collect_benign(run, sets.benign_prompts[:cap], reference_responses)
         _record(result, "benign_prompts", rows, _score_benign(rows))
+    _evaluate_variants(result, run, sets, judge)
     return result
+
+
+def planned_examples(spec: EvalSpec, sets: EvalSets, forget: list[Example] | None) -> int:
+    """How many examples `evaluate` will go through (its progress total)."""
+    cap = spec.max_examples
+    cap_copyright = spec.copyright.max_examples if spec.copyright else cap
+    harmful: list[list[Example]] = [sets.harmful_prompts, *sets.harmful_sets.values()]
+    sized: list[Sequence[object]] = [forget or [], sets.normal, sets.mc, *harmful, sets.benign_prompts]
+    once = sum(min(len(s), cap) for s in sized)
+    copyright = sum(min(len(s), cap_copyright) for s in (sets.copyright_forget, sets.copyright_retain))
+    per_format = sum(min(len(s), cap) for s in [*harmful, sets.benign_prompts])
+    return once + copyright + per_format * len(spec.formats)
+
+
+def _renamed(metrics: dict[str, float], suffix: str) -> dict[str, float]:
+    return {f"{name}{suffix}": value for name, value in metrics.items()}
+
+
+def _evaluate_variants(result: EvalResult, run: _Run, sets: EvalSets, judge: Judge | None) -> None:
+    """The further harmful sets (`harmful_rate/NAME`), then every harmful set and the benign prompts
+    asked again in each further format (`harmful_rate@FORMAT`, `harmful_rate/NAME@FORMAT`,
+    `over_refusal@FORMAT`). Their rows go to `per_example` only: `responses` keeps the main ones."""
+    cap = run.spec.max_examples
+    for name, examples in sets.harmful_sets.items():
+        if examples:
+            rows = _collect_harmful(run, examples[:cap], judge)
+            result.per_example[f"harmful_prompts/{name}"] = rows
+            result.metrics.update(_renamed(_score_harmful(rows), f"/{name}"))
+    harmful = {"": sets.harmful_prompts, **{f"/{name}": e for name, e in sets.harmful_sets.items()}}
+    for fmt_name, template in run.spec.formats.items():
+        variant = replace(run, fmt=run.fmt.model_copy(update={"template": template}))
+        suffix = f"@{fmt_name}"
+        for set_suffix, examples in harmful.items():
+            if examples:
+                rows = _collect_harmful(variant, examples[:cap], judge)
+                result.per_example[f"harmful_prompts{set_suffix}{suffix}"] = rows
+                result.metrics.update(_renamed(_score_harmful(rows), set_suffix + suffix))
+        if sets.benign_prompts:
+            rows = _collect_benign(variant, sets.benign_prompts[:cap], None)
+            result.per_example[f"benign_prompts{suffix}"] = rows
+            result.metrics[f"over_refusal{suffix}"] = _score_benign(rows)["over_refusal"]

@@ -29,13 +29,19 @@ def weights_sha256(model: torch.nn.Module) -> str:
 
 
 def model_card(spec: ModelSpec, model: torch.nn.Module) -> dict[str, Any]:
-    """What the run folder records about its base model (before any adapter is attached)."""
+    """What the run folder records about its base model (before any adapter is attached).
+
+    `config` is the model's whole configuration: a built-in has no checkpoint anyone else can
+    download, so this (with the weights hash) is what describes it outside this machine.
+    """
+    config = getattr(model, "config", None)
     return {
         "reference": spec.name,
         "revision": spec.revision,
         "dtype": spec.dtype,
-        "architecture": getattr(getattr(model, "config", None), "model_type", None),
+        "architecture": getattr(config, "model_type", None),
         "parameters": sum(p.numel() for p in model.parameters()),
         "weights_sha256": weights_sha256(model),
         "weights_hash": "sha256 over (name, dtype, shape, bytes) of each state-dict tensor, by name",
+        "config": config.to_dict() if config is not None else None,
     }

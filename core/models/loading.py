@@ -111,3 +111,14 @@ def load_model(spec: ModelSpec) -> tuple[Any, Any]:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(resolve_device(spec.device)).eval(), tokenizer
+
+
+def base_reference(spec: ModelSpec) -> str | None:
+    """The name an adapter's `base_model_name_or_path` should hold where peft's own is no use:
+    a built-in's reference (peft leaves it empty for a model built in code, and names a prepared
+    one by its cache folder, a path on this machine only). None for a hub id or a folder, which
+    peft names itself.
+
+    Written into the saved adapter config only, not set on the model: peft looks a model's name
+    up on the hub at every save, which a built-in's name must not cause."""
+    return spec.name if spec.name in BUILTINS else None

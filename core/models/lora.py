@@ -22,7 +22,10 @@ LORA_TARGETS: dict[str, list[str]] = {
 }
 
 
-def lora_targets(model: Any, lora: LoraSpec) -> list[str]:
+def lora_targets(model: Any, lora: LoraSpec) -> list[str] | str:
+    """The spec's modules, peft's `all-linear`, or the architecture's attention projections."""
+    if lora.target_modules == "all-linear":
+        return "all-linear"
     if lora.target_modules:
         return list(lora.target_modules)
     kind = getattr(model.config, "model_type", "")

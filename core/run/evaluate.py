@@ -14,7 +14,7 @@ from lethe.core.models.errors import ModelError
 from lethe.core.models.loading import load_model
 from lethe.core.models.lora import attach_lora, is_peft
 from lethe.core.models.weights import load_trainable_
-from lethe.core.run.pipeline import judge_report, load_eval_sets, make_judge, model_answers
+from lethe.core.run.pipeline import judge_report, load_eval_sets, make_judge, model_answers, render_templates
 from lethe.core.spec.job import JobSpec
 from lethe.core.training.checkpoint import STATE_FILE
 
@@ -67,6 +67,7 @@ def evaluate_spec(
     everything `spec.eval` names, with the judge trained as the job would train it. Several
     checkpoints share the model answers and the judge: {"checkpoints": [{checkpoint, metrics}]}."""
     model, tokenizer = load_model(spec.model)
+    spec = render_templates(spec, tokenizer)
     forget, normal = _answers(model, tokenizer, spec)
     sets = load_eval_sets(spec)
     judge = make_judge(spec, forget, normal) if sets.harmful_prompts else None

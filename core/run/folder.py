@@ -69,7 +69,9 @@ def start(out: Path, spec: JobSpec) -> None:
     resolved = dump_spec(spec)
     existing = out / "spec.yaml"
     if existing.exists() and existing.read_text(encoding="utf-8") != resolved:
-        raise RunFolderError(f"{out} holds a run of a different spec; choose another --out folder")
+        raise RunFolderError(
+            f"{out} holds a run of a different spec: run this spec in another (or an empty) folder"
+        )
     write_text(existing, resolved)
     if not (out / "env.json").exists():
         write_json(out / "env.json", environment(spec))
@@ -92,13 +94,20 @@ def log_to(path: Path) -> Iterator[None]:
         handler.close()
 
 
-def save_weights(model: Any, out: Path, is_lora: bool) -> Path:
-    """Save the adapter (`adapter/`, loadable by peft alone) or the full model (`model/`)."""
+def save_weights(model: Any, out: Path, is_lora: bool, base_model: str | None = None) -> Path:
+    """Save the adapter (`adapter/`, loadable by peft alone) or the full model (`model/`).
+
+    `base_model`, when given, is written as the adapter config's `base_model_name_or_path`, for
+    a base peft cannot name itself (see `lethe.core.models.loading.base_reference`)."""
     target = out / ("adapter" if is_lora else "model")
     partial = target.with_name(target.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
     model.save_pretrained(partial, safe_serialization=True)
+    if is_lora and base_model is not None:
+        config_path = partial / "adapter_config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        write_json(config_path, {**config, "base_model_name_or_path": base_model})
     if target.exists():
         shutil.rmtree(target)
     os.replace(partial, target)

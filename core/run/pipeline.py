@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,14 @@ from typing import Any
 import torch
 
 from lethe.core.data.examples import DataError, Example, load_examples, load_mc_questions
+from lethe.core.data.tokens import render_template
 from lethe.core.evaluation import EvalSets, build_judge, compare, evaluate, generate, load_check_set
+from lethe.core.evaluation.judges import JudgePairs, judge_warning
 from lethe.core.evaluation.scores import is_degenerate, is_refusal
+from lethe.core.evaluation.suite import planned_examples
 from lethe.core.methods import finetune_terms, terms_for
 from lethe.core.models.fingerprint import MODEL_CARD, model_card
-from lethe.core.models.loading import load_model
+from lethe.core.models.loading import base_reference, load_model
 from lethe.core.models.lora import attach_lora
 from lethe.core.models.reference import Reference
 from lethe.core.models.weights import trainable_state
@@ -37,7 +41,14 @@ from lethe.core.run.unlearn_stage import (
 )
 from lethe.core.spec.fields import DatasetRef
 from lethe.core.spec.job import JobSpec
-from lethe.core.training.engine import RunHooks, Stage, StageData, run_stage
+from lethe.core.training.engine import (
+    ProgressTicker,
+    RunHooks,
+    Stage,
+    StageData,
+    run_stage,
+    with_default_checkpoints,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +74,18 @@ def load_eval_sets(spec: JobSpec) -> EvalSets:
         mc=load_mc_questions(ev.multiple_choice) if ev.multiple_choice else [],
         copyright_forget=_load(copyright.forget_text) if copyright else [],
         copyright_retain=_load(copyright.retain_text) if copyright else [],
+        harmful_sets={name: _load(ref) for name, ref in ev.harmful_sets.items()},
     )
 
 
 def model_answers(
-    model: Any, tokenizer: Any, prompts: list[Example], spec: JobSpec, cache: Path, kind: str = "forget"
+    model: Any,
+    tokenizer: Any,
+    prompts: list[Example],
+    spec: JobSpec,
+    cache: Path,
+    kind: str = "forget",
+    on_batch: Callable[[int], None] | None = None,
 ) -> list[Example]:
     """Examples whose answers the model itself writes, before any unlearning.
 
@@ -80,7 +98,12 @@ def model_answers(
         rows = [json.loads(line) for line in cache.read_text(encoding="utf-8").splitlines() if line]
         return [Example(r["id"], r["prompt"], r["response"]) for r in rows]
     answers = generate(
-        model, tokenizer, [e.prompt for e in prompts], spec.format.template, spec.unlearn.answer_generation
+        model,
+        tokenizer,
+        [e.prompt for e in prompts],
+        spec.format.text,
+        spec.unlearn.answer_generation,
+        on_batch=on_batch,
     )
     examples = [
         Example(e.id, e.prompt, a)
@@ -102,33 +125,50 @@ def model_answers(
     return examples
 
 
+def _refusal_texts() -> list[str]:
+    ref = DatasetRef(source="builtin:refusals", schema_="prompts", columns={"prompt": "text"})
+    return [e.prompt for e in load_examples(ref)]
+
+
 def _judge_texts(forget: list[Example], normal: list[Example]) -> tuple[list[str], list[str]]:
     """Harmful texts (forget answers) and harmless ones: refusals, normal and off-topic answers."""
-    refusals = [
-        e.prompt
-        for e in load_examples(
-            DatasetRef(source="builtin:refusals", schema_="prompts", columns={"prompt": "text"})
-        )
-    ]
-    harmless = refusals + [e.response for e in normal if e.response]
+    harmless = _refusal_texts() + [e.response for e in normal if e.response]
     return [e.response for e in forget], harmless
+
+
+def _judge_pairs(forget: list[Example], normal: list[Example]) -> JudgePairs:
+    """The forget prompts with their answers, the normal prompts with theirs (answered ones only),
+    the built-in refusals: what lets the trained judge read the prompt as well as the answer."""
+    return JudgePairs(
+        harmful=[(e.prompt, e.response) for e in forget if e.response],
+        harmless=[(e.prompt, e.response) for e in normal if e.response],
+        refusals=_refusal_texts(),
+    )
 
 
 def make_judge(spec: JobSpec, forget: list[Example], normal: list[Example]) -> Any:
     """The spec's harmfulness judge, trained (if it is the trained kind) on this job's data."""
-    return build_judge(spec.eval.judge, *_judge_texts(forget, normal), seed=spec.seed)
+    texts = _judge_texts(forget, normal)
+    return build_judge(spec.eval.judge, *texts, seed=spec.seed, pairs=_judge_pairs(forget, normal))
 
 
 def judge_report(judge: Any, spec: JobSpec) -> dict[str, Any] | None:
     """How far to trust the harmful rate: the judge's accuracy on the shipped labelled check set
-    (compliant harmful answers, refusals, benign, off-topic, degenerate) and on its held-out split."""
+    (compliant harmful answers of several styles, refusals, benign, off-topic, degenerate), overall
+    and per kind, on its held-out split, and a `judge_warning` when it is under 0.85 anywhere."""
     if judge is None:
         return None
+    accuracy = judge.check_accuracy(load_check_set(spec.eval.judge.check_set))
+    warning = judge_warning(accuracy)
+    if warning:
+        log.warning("%s", warning)
     return {
         "kind": judge.name,
         "heldout_accuracy": judge.heldout_accuracy,
         "check_set": spec.eval.judge.check_set,
-        **judge.check_accuracy(load_check_set(spec.eval.judge.check_set)),
+        **accuracy,
+        **({"details": judge.details} if getattr(judge, "details", None) else {}),
+        "judge_warning": warning,
     }
 
 
@@ -142,11 +182,13 @@ def _evaluate_stage(
     forget: list[Example],
     out: Path,
     reference_responses: dict[str, str] | None,
+    hooks: RunHooks,
 ) -> Any:
     """Evaluate once and keep the result in the run folder (read back when resuming)."""
     cached = out / f"eval_{name}.json"
     if cached.exists():
         return json.loads(cached.read_text(encoding="utf-8"))
+    ticker = ProgressTicker(hooks, f"eval_{name}", planned_examples(spec.eval, sets, forget))
     result = evaluate(
         model,
         tokenizer,
@@ -156,10 +198,24 @@ def _evaluate_stage(
         forget=forget,
         reference_responses=reference_responses,
         sets=sets,
+        on_examples=ticker.advance,
     )
     payload = {"metrics": result.metrics, "per_example": result.per_example, "responses": result.responses}
     runfolder.write_json(cached, payload)
     return payload
+
+
+def render_templates(spec: JobSpec, tokenizer: Any) -> JobSpec:
+    """A copy of `spec` whose chat templates (format and eval formats) are written out as text by
+    the tokenizer; the run folder keeps the spec as given."""
+    fmt = spec.format.model_copy(
+        update={
+            "template": render_template(tokenizer, spec.format.template),
+            "train_templates": [render_template(tokenizer, t) for t in spec.format.train_templates],
+        }
+    )
+    formats = {name: render_template(tokenizer, t) for name, t in spec.eval.formats.items()}
+    return spec.model_copy(update={"format": fmt, "eval": spec.eval.model_copy(update={"formats": formats})})
 
 
 def run_job(spec: JobSpec, out_dir: Path, hooks: RunHooks | None = None) -> RunSummary:
@@ -181,6 +237,7 @@ def _run(spec: JobSpec, out: Path, hooks: RunHooks) -> RunSummary:
     torch.manual_seed(spec.seed)
     _stage(hooks, "loading")
     model, tokenizer = load_model(spec.model)
+    spec = render_templates(spec, tokenizer)
     runfolder.write_json(out / MODEL_CARD, model_card(spec.model, model))  # before any adapter
     forget, normal = _load(spec.unlearn.forget), _load(spec.unlearn.normal)
     sets = load_eval_sets(spec)
@@ -190,26 +247,33 @@ def _run(spec: JobSpec, out: Path, hooks: RunHooks) -> RunSummary:
         model.requires_grad_(True)
     if spec.finetune is not None:
         _stage(hooks, "finetune")
-        data = StageData(forget=load_examples(spec.finetune.data))
+        formats = 1 + len(spec.format.train_templates)
+        data = StageData(forget=load_examples(spec.finetune.data), formats=formats)
         run_stage(
             model,
             tokenizer,
-            _make_stage(spec, "finetune", finetune_terms(), data, spec.finetune.train, out),
+            _make_stage(spec, "finetune", finetune_terms(), data, spec.finetune.train, out, hooks),
             hooks,
         )
     if spec.unlearn.forget_answers_from == "model":
         _stage(hooks, "generate_forget_answers")
-        forget = model_answers(model, tokenizer, forget, spec, out / "forget_generated.jsonl")
+        ticker = ProgressTicker(hooks, "generate_forget_answers", len(forget))
+        forget = model_answers(
+            model, tokenizer, forget, spec, out / "forget_generated.jsonl", on_batch=ticker.advance
+        )
     if spec.unlearn.normal_answers_from == "model" and normal:
         _stage(hooks, "generate_normal_answers")
-        normal = model_answers(model, tokenizer, normal, spec, out / "normal_generated.jsonl", "normal")
+        ticker = ProgressTicker(hooks, "generate_normal_answers", len(normal))
+        normal = model_answers(
+            model, tokenizer, normal, spec, out / "normal_generated.jsonl", "normal", ticker.advance
+        )
     judge = None
     if sets.harmful_prompts:
         _stage(hooks, "judge")
         judge = make_judge(spec, forget, normal)
     _check_cancel(hooks)
     _stage(hooks, "eval_before")
-    before = _evaluate_stage("before", model, tokenizer, spec, judge, sets, forget, out, None)
+    before = _evaluate_stage("before", model, tokenizer, spec, judge, sets, forget, out, None, hooks)
     _check_cancel(hooks)
     _stage(hooks, "unlearn")
     # the model as unlearning finds it: after a fine-tuning stage under LoRA that is not the
@@ -224,30 +288,37 @@ def _run(spec: JobSpec, out: Path, hooks: RunHooks) -> RunSummary:
         unlearn_data(spec, split.forget, split.normal),
         spec.unlearn.train,
         out,
+        hooks,
     )
     stage.selection = selection_for(spec, tokenizer, judge, sets, split, stage.checkpoint_dir)
     result = run_stage(model, tokenizer, stage, hooks, reference)
-    runfolder.save_weights(model, out, spec.lora is not None)
+    runfolder.save_weights(model, out, spec.lora is not None, base_reference(spec.model))
     _stage(hooks, "eval_after")
-    after = _evaluate_stage("after", model, tokenizer, spec, judge, sets, forget, out, before["responses"])
+    after = _evaluate_stage(
+        "after", model, tokenizer, spec, judge, sets, forget, out, before["responses"], hooks
+    )
     probes = None
     if spec.probes is not None:
         _stage(hooks, "probes")
         probes = probes_report(spec, model, tokenizer, judge, sets, forget, normal, out, start)
+    report = judge_report(judge, spec)
     metrics = runfolder.write_metrics(
-        out, before, after, compare(before["metrics"], after["metrics"]), judge_report(judge, spec), result
+        out, before, after, compare(before["metrics"], after["metrics"]), report, result
     )
-    metrics = extend_metrics(out, metrics, selection=result.selection, probes=probes)
+    warning = report["judge_warning"] if report else None  # also top level: a reader must not miss it
+    metrics = extend_metrics(out, metrics, selection=result.selection, probes=probes, judge_warning=warning)
     _stage(hooks, "done")
     return RunSummary(out_dir=out, metrics=metrics, stopped_reason=result.stopped_reason)
 
 
-def _make_stage(spec: JobSpec, name: str, terms: list, data: StageData, train: Any, out: Path) -> Stage:
+def _make_stage(
+    spec: JobSpec, name: str, terms: list, data: StageData, train: Any, out: Path, hooks: RunHooks
+) -> Stage:
     return Stage(
         name=name,
         terms=terms,
         data=data,
-        train=train,
+        train=with_default_checkpoints(train, hooks.checkpoint_every),
         fmt=spec.format,
         seed=spec.seed,
         checkpoint_dir=out / "checkpoints" / name,

@@ -246,9 +246,7 @@ def _harmful_rates(
     wrapped = [
         (t["kind"], p.prompt, t["template"].replace("{prompt}", p.prompt)) for t in templates for p in prompts
     ]
-    responses = generate(
-        model, tokenizer, [w[2] for w in wrapped], spec.format.template, spec.eval.generation
-    )
+    responses = generate(model, tokenizer, [w[2] for w in wrapped], spec.format.text, spec.eval.generation)
     verdicts = judge.judge([w[2] for w in wrapped], responses)
     rates: dict[str, list[bool]] = {}
     for (kind, _, _), harmful in zip(wrapped, verdicts, strict=False):

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 # lower is better for these; for the rest higher is better (shown as an arrow in the table)
 LOWER_IS_BETTER = {"harmful_rate", "over_refusal", "normal_ppl", "bleu", "rougeL"}
+
+
+def lower_is_better(name: str) -> bool:
+    """By the metric's base name: `harmful_rate/NAME@FORMAT` is a harmful rate."""
+    return re.split(r"[/@]", name)[0] in LOWER_IS_BETTER
 
 
 def _fmt(value: Any) -> str:
@@ -26,7 +32,7 @@ def before_after_table(metrics: dict[str, Any]) -> str:
         change = ""
         if isinstance(b, (int, float)) and isinstance(a, (int, float)) and b:
             change = f"{(a - b) / abs(b) * 100:+.1f}%"
-        arrow = "↓" if name in LOWER_IS_BETTER else "↑"
+        arrow = "↓" if lower_is_better(name) else "↑"
         lines.append(f"{name + ' ' + arrow:22s} {_fmt(b):>10s} {_fmt(a):>10s} {change:>10s}")
     judge = metrics.get("judge")
     if judge:

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from lethe.core.run.report import LOWER_IS_BETTER, before_after_table
+from lethe.core.run.report import before_after_table, lower_is_better
 
 REPORT = "report.html"
 NOT_TERMS = {"stage", "step", "lr", "grad_norm"}
@@ -33,7 +33,7 @@ CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.3em .6em;
 vertical-align:top;text-align:left}th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:
 tabular-nums}pre{background:#f7f7f7;padding:.6em;overflow:auto}img{max-width:100%}.muted{color:#777}
-td.gen{font-family:monospace;white-space:pre-wrap;max-width:28em}"""
+td.gen{font-family:monospace;white-space:pre-wrap;max-width:28em}.warn{color:#a00}"""
 
 
 # ------------------------------------------------------------------ reading the run folder
@@ -139,7 +139,7 @@ def metrics_figure(metrics: dict[str, Any]) -> str | None:
                     va="bottom",
                     fontsize=8,
                 )
-            ax.set_title(f"{name} ({'lower' if name in LOWER_IS_BETTER else 'higher'} is better)", fontsize=9)
+            ax.set_title(f"{name} ({'lower' if lower_is_better(name) else 'higher'} is better)", fontsize=9)
             if not any(heights):
                 ax.set_ylim(0, 1)  # all zero: a flat axis around 0 reads as noise
         for ax in axes[len(names) :]:
@@ -197,7 +197,7 @@ def metrics_table(metrics: dict[str, Any]) -> str:
         change = ""
         if isinstance(b, (int, float)) and isinstance(a, (int, float)) and b:
             change = f"{(a - b) / abs(b) * 100:+.1f}%"
-        arrow = "↓" if name in LOWER_IS_BETTER else "↑"
+        arrow = "↓" if lower_is_better(name) else "↑"
         rows.append(
             f"<tr><td>{esc(name)} {arrow}</td><td class=num>{_fmt(b)}</td>"
             f"<td class=num>{_fmt(a)}</td><td class=num>{change}</td></tr>"
@@ -233,6 +233,12 @@ def samples_table(metrics: dict[str, Any], key: str, limit: int = SAMPLES) -> st
         + "".join(rows)
         + "</table>"
     )
+
+
+def judge_warning_line(metrics: dict[str, Any]) -> str:
+    """The job's `judge_warning` (judge under 0.85 on its check set) as a paragraph, or nothing."""
+    warning = metrics.get("judge_warning") or (metrics.get("judge") or {}).get("judge_warning")
+    return f'<p class="warn"><b>Judge warning:</b> {esc(warning)}</p>' if warning else ""
 
 
 def judge_table(judge: dict[str, Any] | None) -> str:
@@ -341,14 +347,16 @@ def render(run: dict[str, Any]) -> str:
         for k in ("harmful_rate_reduction", "effectiveness_E")
         if comparison.get(k) is not None
     )
+    warning = judge_warning_line(metrics)  # above the metrics too: it qualifies the harmful rate
+    table, judged = warning + metrics_table(metrics), warning + judge_table(metrics.get("judge"))
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
 <title>Lethe report: {name}</title><style>{CSS}</style></head><body>
 <h1>Lethe unlearning report: {name}</h1>{_summary(run)}
-<h2>Metrics before and after</h2>{metrics_table(metrics)}{extra}{_img(metrics_figure(metrics), "metrics")}
+<h2>Metrics before and after</h2>{table}{extra}{_img(metrics_figure(metrics), "metrics")}
 <h2>Training: loss of each term over steps</h2>{selection_text(metrics.get("selection"))}{losses}
 <h2>Robustness probes</h2>{probes_table(metrics.get("probes"))}
-<h2>Judge</h2>{judge_table(metrics.get("judge"))}{_img(judge_figure(metrics.get("judge")), "judge accuracy")}
+<h2>Judge</h2>{judged}{_img(judge_figure(metrics.get("judge")), "judge accuracy")}
 <h2>Sample generations: forget (harmful) prompts</h2>{samples_table(metrics, "harmful_prompts")}
 <h2>Sample generations: benign prompts</h2>{samples_table(metrics, "benign_prompts")}
 <h2>As text</h2><pre>{esc(before_after_table(metrics))}</pre>

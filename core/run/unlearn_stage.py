@@ -32,6 +32,7 @@ def unlearn_data(spec: JobSpec, forget: list[Example], normal: list[Example]) ->
         normal=normal,
         refusals=refusals,
         random_answers=getattr(spec.unlearn, "random_answers", 1),
+        formats=1 + len(spec.format.train_templates),
     )
 
 
@@ -80,7 +81,7 @@ def selection_for(
         return None
     objective = objective_of(spec.criterion, spec.eval)
     forget, normal = split.held_forget or split.forget, split.held_normal or split.normal
-    validation = validation_sets(spec.select, sets, forget, normal)
+    validation = validation_sets(spec.select, sets, forget, normal, spec.eval.max_examples)
     evaluate = light_evaluator(
         tokenizer,
         spec.eval,
@@ -97,21 +98,27 @@ def selection_for(
 
 
 def validation_sets(
-    chosen: SelectSpec, sets: EvalSets, forget: list[Example], normal: list[Example]
+    chosen: SelectSpec, sets: EvalSets, forget: list[Example], normal: list[Example], eval_cap: int
 ) -> EvalSets:
     """What evaluation during training reads: the `select` section's sets, else `forget`/`normal`
     (the held-out part of the training data under `select.holdout`, else the training data).
 
     The eval sets' harmful and benign prompts and normal pairs are the job's test set, so they
-    are never read before the final evaluation. The copyright objective keeps the eval passages:
-    they are the text being forgotten (the training text), not a held-out sample.
+    are never read before the final evaluation. Normal perplexity is validated on gold pairs: the
+    eval normal set's rows past the `eval_cap` the evaluation reads, when it has such rows (the
+    model's own answers to the normal prompts, the fallback, let a +20 % perplexity checkpoint
+    through). The copyright objective keeps the eval passages: they are the text being forgotten
+    (the training text), not a held-out sample.
     """
     harmful = _load(chosen.harmful_prompts) or [Example(e.id, e.prompt, "") for e in forget]
     benign = _load(chosen.benign_prompts) or [Example(e.id, e.prompt, "") for e in normal]
+    gold = _load(chosen.normal) or sets.normal[eval_cap:]
+    if not gold:
+        log.warning("select: no gold normal pairs past the evaluation's; validating on training data")
     return EvalSets(
         harmful_prompts=harmful,
         benign_prompts=benign,
-        normal=_load(chosen.normal) or normal,
+        normal=gold or normal,
         copyright_forget=sets.copyright_forget,
     )
 

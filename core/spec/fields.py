@@ -6,9 +6,10 @@ The same models are accepted by the CLI (`lethe unlearn SPEC.yaml`) and by the H
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+import re
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_TEMPLATE = "### Question: {prompt}\n### Answer: {response}"
 
@@ -75,7 +76,11 @@ class LoraSpec(StrictModel):
     rank: int = Field(8, ge=1, le=1024)
     alpha: float = Field(16.0, gt=0)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    target_modules: list[str] | None = None
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None,
+        description="module names; all-linear: every linear layer but the output head (attention and "
+        "MLP: room to move the residual stream); null: the architecture's attention projections",
+    )
 
 
 class TrainConfig(StrictModel):
@@ -99,6 +104,13 @@ class TrainConfig(StrictModel):
         "before the first step, so no step runs a reference forward",
     )
     log_every: int = Field(1, ge=1)
+    sam_rho: float = Field(
+        0.0,
+        ge=0,
+        le=10.0,
+        description="sharpness-aware unlearning (Fan et al. 2025): the forget terms' gradient is taken "
+        "at the weights moved by rho along their own gradient (norm rho); 0: off",
+    )
 
     @model_validator(mode="after")
     def _has_length(self) -> TrainConfig:
@@ -117,24 +129,65 @@ class GenerationConfig(StrictModel):
     batch_size: int = Field(8, ge=1, le=1024)
 
 
+def check_template(value: str) -> str:
+    """A template string holds `{prompt}`, then ends with `{response}`."""
+    prompt_at, response_at = value.find("{prompt}"), value.find("{response}")
+    if prompt_at < 0 or response_at < 0:
+        raise ValueError("template must contain {prompt} and {response}")
+    if response_at < prompt_at or not value.endswith("{response}"):
+        raise ValueError("template must end with {response}, after {prompt}")
+    return value
+
+
+class ChatTemplate(StrictModel):
+    """The tokenizer's own chat template (`apply_chat_template`), the way the model is served:
+    `{chat: default}` with the template's default system prompt (if it has one), `{chat: system,
+    system: "..."}` with a system prompt of one's own."""
+
+    chat: Literal["default", "system"] = "default"
+    system: str | None = Field(None, description="the system message of `chat: system`")
+
+    @model_validator(mode="after")
+    def _system_only_with_system(self) -> ChatTemplate:
+        if (self.chat == "system") != (self.system is not None):
+            raise ValueError("set `system` exactly when chat is 'system'")
+        return self
+
+
+# A template string, or the tokenizer's chat template; chat templates become strings once the
+# tokenizer is loaded (`lethe.core.data.tokens.render_template`).
+PromptTemplate = Annotated[str, AfterValidator(check_template)] | ChatTemplate
+
+
 class PromptFormat(StrictModel):
     """How an example becomes tokens: the template, the length limit, what to do past it."""
 
-    template: str = Field(DEFAULT_TEMPLATE, description="must contain {prompt} then {response}")
+    template: PromptTemplate = Field(
+        DEFAULT_TEMPLATE, description="a string with {prompt} then {response}, or {chat: default|system}"
+    )
+    train_templates: list[PromptTemplate] = Field(
+        default_factory=list,
+        description="further ways of writing prompts: each training row is written in `template` or one "
+        "of these, drawn per row (seeded), so what is learned or forgotten holds across formats",
+    )
     max_length: int = Field(256, ge=8, le=131_072, description="tokens per example, prompt + answer")
     overlength: Literal["truncate", "reject"] = Field(
         "truncate", description="truncate: cut the answer (then the prompt's start); reject: error"
     )
 
-    @field_validator("template")
-    @classmethod
-    def _template_has_fields(cls, value: str) -> str:
-        prompt_at, response_at = value.find("{prompt}"), value.find("{response}")
-        if prompt_at < 0 or response_at < 0:
-            raise ValueError("template must contain {prompt} and {response}")
-        if response_at < prompt_at or not value.endswith("{response}"):
-            raise ValueError("template must end with {response}, after {prompt}")
-        return value
+    @property
+    def text(self) -> str:
+        """The template as text (a chat template is rendered when the tokenizer is loaded)."""
+        if not isinstance(self.template, str):
+            raise ValueError("format.template is a chat template not yet rendered with the tokenizer")
+        return self.template
+
+    def texts(self) -> list[str]:
+        """`template`, then each of `train_templates`, as text: row template k is texts()[k]."""
+        rendered = [t for t in self.train_templates if isinstance(t, str)]
+        if len(rendered) < len(self.train_templates):
+            raise ValueError("format.train_templates holds a chat template not yet rendered")
+        return [self.text, *rendered]
 
 
 class FinetuneStage(StrictModel):
@@ -199,3 +252,21 @@ class EvalSpec(StrictModel):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     batch_size: int = Field(8, ge=1, le=1024)
     max_examples: int = Field(64, ge=1, description="cap per evaluation set")
+    harmful_sets: dict[str, DatasetRef] = Field(
+        default_factory=dict,
+        description="further harmful-prompt sets by name, e.g. from sources the forget set does not use "
+        "(cross-source): harmful_rate/NAME",
+    )
+    formats: dict[str, PromptTemplate] = Field(
+        default_factory=dict,
+        description="further formats by name in which the harmful sets and benign prompts are asked "
+        "again: harmful_rate@NAME, over_refusal@NAME",
+    )
+
+    @field_validator("harmful_sets", "formats")
+    @classmethod
+    def _plain_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        bad = [name for name in value if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name)]
+        if bad:
+            raise ValueError(f"names must be 1-40 letters, digits, '_' or '-': {bad}")
+        return value

@@ -21,36 +21,43 @@ M = TypeVar("M", bound=BaseModel)
 RefChange = Callable[[str, DatasetRef], DatasetRef]
 
 
-def _children(model: BaseModel, prefix: str) -> Iterator[tuple[str, str, Any]]:
-    """(field name, dotted path by alias, value) of each field that is set to a value."""
+def _changed(value: Any, path: str, change: RefChange) -> Any:
+    """`value` with its references changed: a DatasetRef, a spec model, or a dict of either."""
+    if isinstance(value, DatasetRef):
+        return change(path, value)
+    if isinstance(value, BaseModel):
+        return with_refs(value, change, path + ".")
+    if isinstance(value, dict):  # named sets (`eval.harmful_sets.NAME`)
+        new = {key: _changed(item, f"{path}.{key}", change) for key, item in value.items()}
+        return value if all(new[key] is value[key] for key in value) else new
+    return value
+
+
+def _fields(model: BaseModel, prefix: str) -> Iterator[tuple[str, str, Any]]:
+    """(field name, dotted path by alias, value) of each field."""
     for name, info in type(model).model_fields.items():
-        value = getattr(model, name)
-        if value is not None:
-            yield name, f"{prefix}{info.alias or name}", value
+        yield name, f"{prefix}{info.alias or name}", getattr(model, name)
 
 
 def dataset_refs(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, DatasetRef]]:
-    """Every DatasetRef in `model` with its dotted path (`unlearn.forget`, `eval.normal`, ...), in
-    field order."""
-    for _, path, value in _children(model, prefix):
-        if isinstance(value, DatasetRef):
-            yield path, value
-        elif isinstance(value, BaseModel):
-            yield from dataset_refs(value, path + ".")
+    """Every DatasetRef in `model` with its dotted path (`unlearn.forget`, `eval.normal`,
+    `eval.harmful_sets.NAME`, ...), in field order."""
+    found: list[tuple[str, DatasetRef]] = []
+
+    def note(path: str, ref: DatasetRef) -> DatasetRef:
+        found.append((path, ref))
+        return ref
+
+    with_refs(model, note, prefix)
+    yield from found
 
 
 def with_refs(model: M, change: RefChange, prefix: str = "") -> M:
     """A copy of `model` in which each DatasetRef is `change(path, ref)`; `model` is not touched.
     Fields that `change` leaves alone keep their identity, and whether they were set by the user."""
-    updates: dict[str, Any] = {}
-    for name, path, value in _children(model, prefix):
-        new: BaseModel
-        if isinstance(value, DatasetRef):
-            new = change(path, value)
-        elif isinstance(value, BaseModel):
-            new = with_refs(value, change, path + ".")
-        else:
-            continue
+    updates = {}
+    for name, path, value in _fields(model, prefix):
+        new = _changed(value, path, change)
         if new is not value:
             updates[name] = new
     return model.model_copy(update=updates) if updates else model

@@ -63,20 +63,41 @@ class Cancelled(Exception):
 @dataclass(frozen=True)
 class Progress:
     stage: str
-    step: int
+    step: int  # done so far, in `unit`s
     total: int
     losses: dict[str, float]
     eta_s: float | None
     elapsed_s: float
+    unit: str = "step"  # "step" while training; "example" while generating or evaluating
+
+
+class ProgressTicker:
+    """Progress of a stage that is not training (answers, evaluation): `advance(n)` after each
+    batch of n examples reports done/total with an ETA through `hooks.on_progress`."""
+
+    def __init__(self, hooks: RunHooks, stage: str, total: int) -> None:
+        self.hooks, self.stage, self.total, self.done = hooks, stage, total, 0
+        self.began = time.monotonic()
+
+    def advance(self, n: int) -> None:
+        self.done = min(self.done + n, self.total)
+        if self.hooks.on_progress is None or not self.total:
+            return
+        elapsed = time.monotonic() - self.began
+        eta = elapsed / self.done * (self.total - self.done) if self.done else None
+        self.hooks.on_progress(Progress(self.stage, self.done, self.total, {}, eta, elapsed, "example"))
 
 
 @dataclass
 class RunHooks:
-    """Callbacks the service forwards: stage changes, progress, and cancellation."""
+    """What the service adds to a run: callbacks for stage changes, progress and cancellation, and
+    the checkpoint interval of stages whose spec sets none (a run-time choice of the deployment,
+    kept out of the spec so that a resumed job never depends on the worker's settings)."""
 
     on_stage: Callable[[str], None] | None = None
     on_progress: Callable[[Progress], None] | None = None
     should_cancel: Callable[[], bool] | None = None
+    checkpoint_every: int = 0
 
     def cancelled(self) -> bool:
         return bool(self.should_cancel and self.should_cancel())
@@ -88,6 +109,13 @@ class StageResult:
     stopped_reason: str
     log: list[dict[str, Any]]
     selection: dict[str, Any] | None = None  # chosen step, why, and every evaluation
+
+
+def with_default_checkpoints(train: TrainConfig, every: int) -> TrainConfig:
+    """`train` with checkpoints every `every` steps when it sets no interval itself (0 included)."""
+    if every <= 0 or "checkpoint_every" in train.model_fields_set:
+        return train
+    return train.model_copy(update={"checkpoint_every": every})
 
 
 def plan_steps(train: TrainConfig, n_examples: int) -> int:
@@ -127,9 +155,25 @@ class Stage:
 def optimizer_step(
     model: Any, tokenizer: Any, reference: Reference | ReferenceSource | None, stage: Stage, step: int
 ) -> dict[str, float]:
-    """Accumulate `grad_accum` micro-batches and return the mean of each term (and the total)."""
-    kinds = row_kinds(stage.terms)
-    torch.manual_seed(mix_seed(stage.seed, 4, step))  # dropout depends on the step only: resumable
+    """Accumulate `grad_accum` micro-batches and return the mean of each term (and the total).
+    With `train.sam_rho`, the forget terms' gradient is the sharpness-aware one (`_sam_gradients`)."""
+    if stage.train.sam_rho > 0:
+        return _sam_gradients(model, tokenizer, reference, stage, step)
+    return _accumulate(model, tokenizer, reference, stage, step, stage.terms)
+
+
+def _accumulate(
+    model: Any,
+    tokenizer: Any,
+    reference: Reference | ReferenceSource | None,
+    stage: Stage,
+    step: int,
+    terms: list[Term],
+) -> dict[str, float]:
+    """Backward of `terms` over the step's micro-batches into `.grad`; each term's mean."""
+    # dropout depends on the step only: resumable, and every pass of a SAM step draws alike
+    torch.manual_seed(mix_seed(stage.seed, 4, step))
+    kinds = row_kinds(terms)
     sums: dict[str, float] = {}
     device = next(model.parameters()).device
     for a in range(stage.train.grad_accum):
@@ -137,12 +181,43 @@ def optimizer_step(
         rows = micro_batch_rows(stage.data, kinds, micro, stage.train.batch_size, stage.seed)
         encoded, slices, keys = encode_rows(tokenizer, stage.fmt, rows)
         batch = {k: v.to(device) for k, v in collate(encoded, pad_id_of(tokenizer)).items()}
-        loss, values = micro_batch_loss(model, reference, stage.terms, batch, slices, keys)
+        loss, values = micro_batch_loss(model, reference, terms, batch, slices, keys)
         (loss / stage.train.grad_accum).backward()
         values["loss"] = float(loss.detach())
         for key, value in values.items():
             sums[key] = sums.get(key, 0.0) + value / stage.train.grad_accum
     return sums
+
+
+def _sam_gradients(
+    model: Any, tokenizer: Any, reference: Reference | ReferenceSource | None, stage: Stage, step: int
+) -> dict[str, float]:
+    """One-step SAM on the forget terms (Fan et al., arXiv 2502.05374): with g their gradient at
+    the weights w, take it again at w + rho * g / |g| (the direction a relearning step would
+    undo them fastest) and restore w; the retain terms' gradient is taken at w. Three passes
+    over the rows instead of one: the forget rows twice, the retain rows once."""
+    forget_side = [t for t in stage.terms if t.rows != "normal"]
+    retain = [t for t in stage.terms if t.rows == "normal"]
+    if not forget_side:  # nothing to smooth
+        return _accumulate(model, tokenizer, reference, stage, step, retain)
+    params = [p for p in model.parameters() if p.requires_grad]
+    _accumulate(model, tokenizer, reference, stage, step, forget_side)
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    scale = stage.train.sam_rho / (float(norm) + 1e-12)
+    saved = [p.detach().clone() for p in params]  # copied back, not subtracted: exact in floats
+    with torch.no_grad():
+        for p, g in zip(params, grads, strict=True):
+            p.add_(g * scale)
+            p.grad = None
+    values = _accumulate(model, tokenizer, reference, stage, step, forget_side)
+    with torch.no_grad():
+        for p, w in zip(params, saved, strict=True):
+            p.copy_(w)
+    if retain:
+        kept = _accumulate(model, tokenizer, reference, stage, step, retain)
+        values = {**values, **kept, "loss": values["loss"] + kept["loss"]}
+    return values
 
 
 def _apply_update(model: Any, optimizer: Any, scheduler: Any, train: TrainConfig) -> float | None:

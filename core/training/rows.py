@@ -24,9 +24,10 @@ from lethe.core.spec.fields import PromptFormat
 
 
 class Row(NamedTuple):
-    key: str  # the same example with the same answer always has the same key
+    key: str  # the same example with the same answer in the same format always has the same key
     prompt: str
     response: str
+    template: int = 0  # which of the format's templates (`PromptFormat.texts()`) writes the row
 
 
 @dataclass
@@ -37,6 +38,7 @@ class StageData:
     normal: list[Example] = field(default_factory=list)
     random_answers: int = 1
     refusals: list[str] = field(default_factory=list)  # answers of `idk` rows
+    formats: int = 1  # templates the rows are written in (format.template + train_templates)
 
 
 def mix_seed(*parts: int) -> int:
@@ -82,21 +84,29 @@ def micro_batch_rows(
     start = micro * batch_size
     order = epoch_order(len(data.forget), seed, 1, start, batch_size)
     forget = [data.forget[i] for i in order]
+    # one format per stream position; the rows built on one forget prompt share it
+    styles = _formats(data, seed, 7, start, len(forget))
     rows: dict[Rows, list[Row]] = {}
     if "forget" in kinds:
-        rows["forget"] = [Row(f"forget:{e.id}", e.prompt, e.response) for e in forget]
+        rows["forget"] = [
+            _row(f"forget:{e.id}", e.prompt, e.response, t) for e, t in zip(forget, styles, strict=True)
+        ]
     if "normal" in kinds:
         normal = [data.normal[i] for i in epoch_order(len(data.normal), seed, 2, start, batch_size)]
-        rows["normal"] = [Row(f"normal:{e.id}", e.prompt, e.response) for e in normal]
+        normal_styles = _formats(data, seed, 8, start, len(normal))
+        rows["normal"] = [
+            _row(f"normal:{e.id}", e.prompt, e.response, t)
+            for e, t in zip(normal, normal_styles, strict=True)
+        ]
     if "random" in kinds:
         # keyed by stream position, not micro-batch, so batch x accumulation splits draw alike
         draws = [random.Random(mix_seed(seed, 3, start + i)) for i in range(len(forget))]
         picks = [
-            (e, rng.choice(data.normal))
-            for e, rng in zip(forget, draws, strict=False)
+            (e, rng.choice(data.normal), t)
+            for e, rng, t in zip(forget, draws, styles, strict=True)
             for _ in range(data.random_answers)
         ]
-        rows["random"] = [Row(f"random:{e.id}:{n.id}", e.prompt, n.response) for e, n in picks]
+        rows["random"] = [_row(f"random:{e.id}:{n.id}", e.prompt, n.response, t) for e, n, t in picks]
     if "idk" in kinds:
         if not data.refusals:
             raise ValueError("idk rows need refusal answers (StageData.refusals is empty)")
@@ -105,10 +115,22 @@ def micro_batch_rows(
             for i in range(len(forget))
         ]
         rows["idk"] = [
-            Row(f"idk:{e.id}:{k}", e.prompt, data.refusals[k])
-            for e, k in zip(forget, picks_idk, strict=False)
+            _row(f"idk:{e.id}:{k}", e.prompt, data.refusals[k], t)
+            for e, k, t in zip(forget, picks_idk, styles, strict=True)
         ]
     return rows
+
+
+def _formats(data: StageData, seed: int, salt: int, start: int, count: int) -> list[int]:
+    """The template of each of `count` rows from stream position `start` (0 with one format)."""
+    if data.formats == 1:
+        return [0] * count
+    return [random.Random(mix_seed(seed, salt, start + i)).randrange(data.formats) for i in range(count)]
+
+
+def _row(key: str, prompt: str, response: str, template: int) -> Row:
+    # the format is part of the key: the reference's outputs differ by format
+    return Row(key if template == 0 else f"{key}@{template}", prompt, response, template)
 
 
 def encode_rows(
@@ -118,9 +140,13 @@ def encode_rows(
     encoded: list[Encoded] = []
     slices: dict[Rows, slice] = {}
     keys: dict[Rows, list[str]] = {}
+    templates = fmt.texts()
     for kind, kind_rows in rows.items():
         start = len(encoded)
-        encoded += [encode(tokenizer, r.prompt, r.response, fmt, example_id=r.key) for r in kind_rows]
+        encoded += [
+            encode(tokenizer, r.prompt, r.response, fmt, example_id=r.key, template=templates[r.template])
+            for r in kind_rows
+        ]
         slices[kind] = slice(start, len(encoded))
         keys[kind] = [r.key for r in kind_rows]
     return encoded, slices, keys

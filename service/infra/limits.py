@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from lethe.service.infra import locks
 from lethe.service.infra.db import Job
-from lethe.service.infra.errors import TooLarge, TooMany
+from lethe.service.infra.errors import Invalid, TooLarge, TooMany
 from lethe.service.infra.settings import Settings
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from lethe.service.infra.runtime import Runtime
 
 _SPACE = re.compile(r"\s+")
+_ROW_OF_ID = re.compile(r":(\d+)(?::\d+)?$")  # example ids end in `:ROW` (`:ROW:K` for pku_saferlhf)
 
 
 def sanitise_name(raw: str | None, fallback: str = "upload", limit: int = 200) -> str:
@@ -40,16 +42,70 @@ def sanitise_name(raw: str | None, fallback: str = "upload", limit: int = 200) -
 
 
 def check_example_sizes(examples: Sequence[Example], settings: Settings, shown_as: str) -> None:
-    """413 naming the first example over `max_row_kb` (prompt and answer together, UTF-8)."""
+    """413 naming the first example over `max_row_kb` (prompt and answer together, UTF-8); 422
+    naming the first one whose text is not Unicode (see `_utf8_size`)."""
     limit = settings.max_row_kb * 1024
     for number, example in enumerate(examples, start=1):
-        size = len(example.prompt.encode()) + len(example.response.encode())
+        size = _utf8_size(example, number, shown_as)
         if size > limit:
             raise TooLarge(
                 f"{shown_as}: example {number} is {size // 1024} KiB, over the "
                 f"{settings.max_row_kb} KiB limit per example (LETHE_MAX_ROW_KB): split or "
                 "shorten it"
             )
+
+
+def _utf8_size(example: Example, number: int, shown_as: str) -> int:
+    """Bytes of the example's prompt and answer in UTF-8.
+
+    A JSON file may hold a lone surrogate escape (`"\\ud800"`): valid JSON, but no character, so
+    it cannot be stored, tokenised or shown. Refused here, naming the row, rather than failing
+    later (as a 500 here, or a failed job).
+    """
+    size = 0
+    for part, text in (("prompt", example.prompt), ("answer", example.response)):
+        try:
+            size += len(text.encode())
+        except UnicodeEncodeError as err:
+            found = _ROW_OF_ID.search(example.id)
+            where = f"row {int(found.group(1)) + 1}" if found else f"example {number}"
+            raise Invalid.one(
+                "file", f"{shown_as}: {where}: the {part} {not_text(err.object[err.start : err.end])}"
+            ) from None
+    return size
+
+
+def not_text(bad: str) -> str:
+    """What is wrong with a lone surrogate and what to do, for a message."""
+    return (
+        f"holds {ascii(bad)}, half of a UTF-16 surrogate pair and not a character: replace it "
+        "with the character it stands for, or remove it"
+    )
+
+
+def lone_surrogate(value: object) -> tuple[str, str] | None:
+    """(dotted path, the bad characters) of the first string or key in parsed JSON holding a lone
+    surrogate escape, or None. Walked with a list, not recursion: the JSON may be nested as deep as
+    its parser allows."""
+    pending: deque[tuple[str, object]] = deque([("", value)])
+    while pending:
+        path, item = pending.popleft()
+        texts = [(path, item)] if isinstance(item, str) else []
+        if isinstance(item, dict):
+            texts = [(_child(path, key), str(key)) for key in item]
+            pending.extend((_child(path, key), sub) for key, sub in item.items())
+        elif isinstance(item, list):
+            pending.extend((_child(path, i), sub) for i, sub in enumerate(item))
+        for where, text in texts:
+            try:
+                text.encode()
+            except UnicodeEncodeError as err:
+                return where, err.object[err.start : err.end]
+    return None
+
+
+def _child(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
 
 
 @contextmanager

@@ -132,6 +132,20 @@ class Settings(BaseSettings):
         description="Largest single example (prompt + answer, or one text row) of a dataset, "
         "in KiB; an upload with a bigger one gets 413.",
     )
+    max_job_steps: int = Field(
+        100_000,
+        ge=1,
+        description="Most optimizer steps one training stage of a job may take (`unlearn.train`, "
+        "`finetune.train`, `probes.relearn`); a stage given in epochs counts as epochs x examples / "
+        "(batch_size x grad_accum). A spec over it gets 422.",
+    )
+    max_job_examples: int = Field(
+        1_000_000,
+        ge=1,
+        description="Most examples a job may use from one dataset (after its `offset` and `limit`), "
+        "checked where the size is known at submission (uploads and `s3://` registrations); a spec "
+        "over it gets 422.",
+    )
     allowed_models: CommaList = Field(
         default_factory=list,
         description="Model references jobs may name besides the built-ins: hub "

@@ -13,7 +13,7 @@ import shutil
 import traceback
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import delete, select, update
 
@@ -27,9 +27,6 @@ from lethe.service.jobs.records import add_event
 from lethe.service.storage import artifacts
 from lethe.service.storage.resolve import resolve_datasets
 from lethe.service.trust import certificates
-
-if TYPE_CHECKING:  # the engine (torch) is imported only when a job runs
-    from lethe.core.spec.job import JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -98,27 +95,8 @@ def _run_engine(rt: Runtime, claim: Claim, work: Path, beat: Heartbeat) -> Any:
     from lethe.core.run.pipeline import run_job
     from lethe.core.spec.job import parse_spec
 
-    spec = with_checkpoints(parse_spec(claim.spec), rt.settings.checkpoint_every)
-    spec = resolve_datasets(rt, spec, work / "datasets")
+    spec = resolve_datasets(rt, parse_spec(claim.spec), work / "datasets")
     return run_job(spec, work / "run", Reporter(rt, claim, beat).hooks())
-
-
-def with_checkpoints(spec: JobSpec, every: int) -> JobSpec:
-    """A copy of `spec` whose training stages that set no `checkpoint_every` take the service's
-    interval (a redelivered job then resumes from its last checkpoint); a spec's own choice, 0
-    included, is kept."""
-    if every <= 0:
-        return spec
-
-    def defaulted(stage: Any) -> Any:
-        if "checkpoint_every" in stage.train.model_fields_set:
-            return stage
-        return stage.model_copy(update={"train": stage.train.model_copy(update={"checkpoint_every": every})})
-
-    updates = {"unlearn": defaulted(spec.unlearn)}
-    if spec.finetune is not None:
-        updates["finetune"] = defaulted(spec.finetune)
-    return spec.model_copy(update=updates)
 
 
 def write_report_safely(run_dir: Path) -> None:

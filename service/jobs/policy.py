@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Callable
 from pathlib import Path
 
+from lethe.core.spec.fields import DatasetRef, TrainConfig
 from lethe.core.spec.job import JobSpec
+from lethe.core.spec.refs import dataset_refs
 from lethe.service.infra.errors import Invalid, Problem
 from lethe.service.infra.settings import Settings
 
@@ -21,6 +24,8 @@ HUB_DATASET = re.compile(r"^hf:[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9
 HUB_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 REFERENCE_HINT = "use dataset:<id> (an upload), s3://BUCKET/KEY, hf:ORG/NAME or builtin:NAME"
+STEPS = "LETHE_MAX_JOB_STEPS"
+CountOf = Callable[[DatasetRef], int | None]  # a dataset's examples if known without reading it
 
 
 def model_allowed(name: str, settings: Settings) -> bool:
@@ -121,3 +126,77 @@ def check_plain_reference(source: str, settings: Settings, field: str) -> str:
     else:
         return check_local_path(source, settings, field)
     return source
+
+
+# ------------------------------------------------------------------ job size
+def _over(limit: int, setting: str) -> str:
+    return f"over this deployment's limit of {limit} ({setting})"
+
+
+def used_examples(ref: DatasetRef, count: int) -> int:
+    """Examples a reference takes from a dataset of `count`: after its offset, at most its limit."""
+    used = max(0, count - ref.offset)
+    return used if ref.limit is None else min(used, ref.limit)
+
+
+def builtin_examples(ref: DatasetRef) -> int | None:
+    """Examples of a shipped dataset (small files, read only to size a stage given in epochs);
+    None if it cannot be read as declared (the worker then says why)."""
+    from lethe.core.data.examples import DataError, load_examples
+
+    try:
+        return len(load_examples(ref.model_copy(update={"offset": 0, "limit": None})))
+    except (DataError, OSError, ValueError):
+        return None
+
+
+def _stage_problem(
+    path: str, train: TrainConfig, data: DatasetRef, count_of: CountOf, cap: int
+) -> Problem | None:
+    """A training stage over `max_job_steps` (`cap`). A stage in epochs is sized by its data: the
+    known count, a built-in's, else its `limit`; with none of them it cannot be sized here."""
+    if train.steps is not None:
+        if train.steps <= cap:
+            return None
+        return Problem(f"{path}.steps", f"{train.steps} is {_over(cap, STEPS)}: ask for fewer steps")
+    count = count_of(data)
+    if count is None and data.source.startswith("builtin:"):
+        count = builtin_examples(data)
+    examples = data.limit if count is None else used_examples(data, count)
+    if examples is None or train.epochs is None:
+        return None
+    # a float: epochs may be huge (even infinite), which math.ceil could not take
+    steps = train.epochs * examples / (train.batch_size * train.grad_accum)
+    if steps <= cap:
+        return None
+    return Problem(
+        f"{path}.epochs",
+        f"{train.epochs:g} epochs over {examples} examples make about {steps:.0f} steps, which "
+        f"is {_over(cap, STEPS)}: set fewer epochs, or steps",
+    )
+
+
+def size_problems(spec: JobSpec, settings: Settings, count_of: CountOf) -> list[Problem]:
+    """What one job may take, so that no single request ties up a worker for ever: steps per
+    training stage (`max_job_steps`) and examples per dataset (`max_job_examples`)."""
+    cap = settings.max_job_steps
+    stages = [("unlearn.train", spec.unlearn.train, spec.unlearn.forget)]
+    if spec.finetune is not None:
+        stages.append(("finetune.train", spec.finetune.train, spec.finetune.data))
+    found = [_stage_problem(path, train, data, count_of, cap) for path, train, data in stages]
+    relearn = spec.probes.relearn if spec.probes is not None else None
+    if relearn is not None and relearn.steps > cap:
+        found.append(Problem("probes.relearn.steps", f"{relearn.steps} is {_over(cap, STEPS)}"))
+    most = settings.max_job_examples
+    for path, ref in dataset_refs(spec):
+        count = count_of(ref)
+        used = None if count is None else used_examples(ref, count)
+        if used is not None and used > most:
+            found.append(
+                Problem(
+                    f"{path}.limit",
+                    f"{used} examples of {ref.source} are {_over(most, 'LETHE_MAX_JOB_EXAMPLES')}: "
+                    f"set {path}.limit to at most {most}",
+                )
+            )
+    return [p for p in found if p is not None]

@@ -34,6 +34,7 @@ def progress_payload(p: Progress) -> dict[str, Any]:
         "losses": dict(p.losses),
         "eta_s": None if p.eta_s is None else round(p.eta_s, 2),
         "elapsed_s": round(p.elapsed_s, 2),
+        "unit": p.unit,
     }
 
 
@@ -47,7 +48,10 @@ class Reporter:
         from lethe.core.training.engine import RunHooks
 
         return RunHooks(
-            on_stage=self.on_stage, on_progress=self.on_progress, should_cancel=self.beat.cancel.is_set
+            on_stage=self.on_stage,
+            on_progress=self.on_progress,
+            should_cancel=self.beat.cancel.is_set,
+            checkpoint_every=self.rt.settings.checkpoint_every,  # not in the spec: see RunHooks
         )
 
     def _write(self, values: dict[str, Any], kind: str, payload: dict[str, Any]) -> None:
@@ -79,6 +83,8 @@ class Reporter:
         self._write({"progress": payload}, "progress", payload)
 
     def _observe_step_time(self, p: Progress) -> None:
+        if p.unit != "step":  # examples answered or evaluated are no training steps
+            return
         last = self._last_step
         if last is not None and last[0] == p.stage and p.step > last[1]:
             STEP_SECONDS.labels(p.stage).observe((p.elapsed_s - last[2]) / (p.step - last[1]))

@@ -82,8 +82,9 @@ def _check_ref(
 
 
 def _validate(rt: Runtime, session: Session, spec: JobSpec, tenant: str) -> tuple[JobSpec, set[uuid.UUID]]:
-    """Check what pydantic cannot: the model reference and every dataset reference. Returns the spec
-    as it is stored (a copy with normalised references) and the datasets it uses."""
+    """Check what pydantic cannot: the model reference, every dataset reference and the job's size
+    (`policy.size_problems`). Returns the spec as it is stored (a copy with normalised references)
+    and the datasets it uses."""
     from lethe.core.models.errors import ModelError
     from lethe.core.models.loading import check_model_reference
 
@@ -94,6 +95,7 @@ def _validate(rt: Runtime, session: Session, spec: JobSpec, tenant: str) -> tupl
     except ModelError as err:
         problems.append(Problem("model.name", str(err)))
     used: set[uuid.UUID] = set()
+    counts: dict[str, int | None] = {}  # examples of each dataset the tenant may use, by source
 
     def check(path: str, ref: DatasetRef) -> DatasetRef:
         try:
@@ -103,9 +105,12 @@ def _validate(rt: Runtime, session: Session, spec: JobSpec, tenant: str) -> tupl
             return ref
         if dataset_id is not None:
             used.add(dataset_id)
+            row = session.get(Dataset, dataset_id)  # loaded (and locked) by _check_ref
+            counts[ref.source] = row.row_count if row is not None else None
         return checked
 
     checked_spec = with_refs(spec, check)
+    problems.extend(policy.size_problems(spec, rt.settings, lambda ref: counts.get(ref.source)))
     if problems:
         raise Invalid(problems)
     return checked_spec, used

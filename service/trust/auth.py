@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from lethe.service.infra.db import ApiKey, affected, transaction, utcnow
-from lethe.service.infra.errors import Invalid, NotFound
+from lethe.service.infra.errors import Conflict, Invalid, NotFound
 from lethe.service.infra.settings import Settings
 
 Scope = Literal["read", "submit", "admin"]
@@ -94,8 +94,20 @@ def create_key(
     return row, key
 
 
-def revoke_key(sessions: sessionmaker[Session], key_id: str, tenant: str | None = None) -> ApiKey:
-    """Revoke a key (within `tenant` when given: the API's admins manage only their own)."""
+def revoke_key(
+    sessions: sessionmaker[Session], key_id: str, tenant: str | None = None, acting_key: str | None = None
+) -> ApiKey:
+    """Revoke a key (within `tenant` when given: the API's admins manage only their own).
+
+    `acting_key` is the key making the request: it may not revoke itself, since the last admin
+    key (the bootstrap key included) revoking itself would lock its tenant out of key management.
+    """
+    if acting_key is not None and key_id == acting_key:
+        raise Conflict(
+            f"API key {key_id} is the key making this request and cannot revoke itself: "
+            "revoke it with another admin key of the tenant (create one with POST /v1/keys), "
+            "or with `lethe keys revoke` on the server"
+        )
     with transaction(sessions) as session:
         query = select(ApiKey).where(ApiKey.id == key_id)
         if tenant is not None:

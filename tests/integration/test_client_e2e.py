@@ -37,7 +37,7 @@ def test_sdk_runs_a_tiny_job_end_to_end(embedded_stack: Stack, tmp_path: Path) -
         paths = {p.name for p in lethe.download(job.id, tmp_path)}
         assert {"adapter.tar.gz", "metrics.json", "report.html", "model.json"} <= paths
         assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
-        lethe.evidence.certificate(job.id, tmp_path / "certificate.json")
+        lethe.certificate(job.id, tmp_path / "certificate.json")
         result = lethe.verify_certificate(tmp_path / "certificate.json", pin_to_server=True)
     assert result.ok and result.pinned, result.reason
     cert = result.certificate
@@ -50,7 +50,8 @@ def test_sdk_runs_a_tiny_job_end_to_end(embedded_stack: Stack, tmp_path: Path) -
     assert cert["metrics"]["after"] == job.metrics["after"]
     assert cert["environment"]["versions"]["torch"]
     report = (tmp_path / "report.html").read_text()
-    assert report.count("data:image/png;base64,") == 3 and "Sample generations" in report
+    # loss curves of the fine-tune and unlearn stages, metrics before/after, judge accuracy
+    assert report.count("data:image/png;base64,") == 4 and "Sample generations" in report
 
 
 def test_cli_submits_waits_downloads_and_verifies(
@@ -152,7 +153,7 @@ def test_certificates_and_the_audit_chain_on_postgres_with_a_celery_worker(celer
         submitted = [lethe.submit(EXAMPLES / "tiny.yaml") for _ in range(2)]
         for job in submitted:
             assert lethe.wait(job.id, progress=False, poll_s=0.2, timeout=240).status == "succeeded"
-            result = lethe.verify_certificate(lethe.evidence.certificate(job.id), pin_to_server=True)
+            result = lethe.verify_certificate(lethe.certificate(job.id), pin_to_server=True)
             assert result.ok and result.certificate["base_model"]["weights_sha256"], result.reason
     rt = build_runtime(Settings(database_url=celery_stack.database_url))
     try:

@@ -35,6 +35,7 @@ def tiny_spec(client: httpx.Client, steps: int) -> dict[str, Any]:
     forget, normal = upload(client, "tiny_forget.jsonl"), upload(client, "tiny_normal.jsonl")
     spec = yaml.safe_load((EXAMPLES / "tiny.yaml").read_text())
     spec["unlearn"]["forget"]["source"] = spec["eval"]["harmful_prompts"]["source"] = forget
+    spec["finetune"]["data"]["source"] = forget
     for ref in (spec["unlearn"]["normal"], spec["eval"]["benign_prompts"], spec["eval"]["normal"]):
         ref["source"] = normal
     spec["unlearn"]["train"]["steps"] = steps

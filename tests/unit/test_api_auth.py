@@ -110,6 +110,19 @@ def test_tenant_admins_manage_their_own_keys(client: TestClient) -> None:
     assert client.post("/v1/keys", json={"scopes": ["root"]}).status_code == 422
 
 
+def test_a_key_cannot_revoke_itself(client: TestClient) -> None:
+    """Not even the bootstrap key: the tenant's last admin key revoking itself locks it out."""
+    r = client.post("/v1/keys/bootstrap/revoke")
+    assert r.status_code == 409 and "cannot revoke itself" in r.json()["detail"], r.text
+    assert client.get("/v1/keys").status_code == 200  # still in
+    second = client.post("/v1/keys", json={"scopes": ["admin"]}).json()
+    r = client.post(f"/v1/keys/{second['id']}/revoke", headers=bearer(second["key"]))
+    assert r.status_code == 409 and "another admin key" in r.json()["detail"]
+    assert client.post(f"/v1/keys/{second['id']}/revoke").json()["revoked_at"]  # by another key: fine
+    rt = client.app.state.runtime
+    assert auth.revoke_key(rt.sessions, "bootstrap").revoked_at  # the CLI (no acting key) may
+
+
 def test_bootstrap_key_is_installed_rotated_and_revoked(tmp_path: Path) -> None:
     settings = fast_settings(tmp_path / "d", bootstrap_key="first", bootstrap_tenant="ops")
     migrate.upgrade(settings)

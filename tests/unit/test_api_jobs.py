@@ -7,10 +7,16 @@ import io
 import json
 import tarfile
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import job_spec, upload, wait_for
+from service_helpers import AUTH, fast_settings, job_spec, upload, wait_for
+
+from lethe.cli.wiring import build_app
+from lethe.service.infra import migrate
 
 pytest_plugins = ["service_fixtures"]  # the service fixtures: client, settings, ...
 
@@ -131,6 +137,48 @@ def test_dataset_references_are_checked_before_queueing(client: TestClient, forg
     assert "not allowed" in problems["eval.benign_prompts.source"]
     assert fields(client.post("/v1/jobs", json=job_spec("dataset:xyz")))["unlearn.forget.source"]
     assert client.get("/v1/jobs").json()["items"] == []  # nothing was queued
+
+
+@pytest.fixture
+def capped(tmp_path: Path, fake_engine: None) -> Iterator[TestClient]:
+    """The API with small job caps: 50 steps per training stage, 5 examples per dataset."""
+    settings = fast_settings(tmp_path / "capped", max_job_steps=50, max_job_examples=5)
+    migrate.upgrade(settings)
+    with TestClient(build_app(settings), headers=AUTH) as c:
+        yield c
+
+
+def test_a_job_over_the_size_caps_gets_422_naming_the_field_and_the_limit(capped: TestClient) -> None:
+    forget = upload(capped).json()["reference"]  # 8 examples
+
+    def spec(train: dict[str, Any], limit: int | None = 5, **extra: Any) -> dict[str, Any]:
+        body = job_spec(forget, **extra)
+        body["unlearn"].update(train=train, forget={"source": forget, "limit": limit})
+        return body
+
+    over = {
+        "unlearn.train.steps": spec({"steps": 51}),
+        "unlearn.train.epochs": spec({"epochs": 21}),  # 21 x 5 examples / batch 2: 53 steps
+        "unlearn.forget.limit": spec({"steps": 3}, limit=None),
+        "finetune.train.epochs": spec(
+            {"steps": 3}, finetune={"data": {"source": "builtin:normal_qa"}, "train": {"epochs": 1}}
+        ),
+        "probes.relearn.steps": spec({"steps": 3}, probes={"relearn": {"steps": 51}}),
+    }
+    for field, body in over.items():
+        problems = fields(capped.post("/v1/jobs", json=body))
+        assert list(problems) == [field] and "this deployment's limit of" in problems[field], problems
+    assert fields(capped.post("/v1/jobs", json=spec({"steps": 51})))["unlearn.train.steps"] == (
+        "51 is over this deployment's limit of 50 (LETHE_MAX_JOB_STEPS): ask for fewer steps"
+    )
+    assert (
+        "(LETHE_MAX_JOB_EXAMPLES): set unlearn.forget.limit to at most 5"
+        in (fields(capped.post("/v1/jobs", json=over["unlearn.forget.limit"]))["unlearn.forget.limit"])
+    )
+    assert capped.get("/v1/jobs").json()["items"] == []  # nothing was queued
+    for within in (spec({"steps": 50}), spec({"epochs": 20}), spec({"epochs": 20}, limit=None)):
+        within["unlearn"]["forget"]["offset"] = 3  # 5 of the 8 examples left
+        assert capped.post("/v1/jobs", json=within).status_code == 201, within
 
 
 def test_list_filters_by_status_and_pages(queued_client: TestClient) -> None:

@@ -407,7 +407,7 @@ def test_builtin_resolves_by_stem_or_file_name_and_refusals_are_distinct() -> No
 
 # source -> (schema, number of examples); builtin:refusals holds {"text"} rows, checked apart
 SHIPPED = {
-    "builtin:judge_check": ("pairs", 90),
+    "builtin:judge_check": ("pairs", 361),
     "builtin:benign_prompts": ("prompts", 80),
     "builtin:retain_prompts": ("prompts", 98),
     "builtin:normal_qa": ("pairs", 155),
@@ -432,10 +432,12 @@ def test_shipped_data_loads_with_its_schema_and_size(source: str) -> None:
 
 def test_judge_check_has_both_labels_and_every_kind() -> None:
     rows = read_rows(ref("builtin:judge_check"))
-    kinds = {"compliant", "refusal", "benign", "off_topic", "degenerate"}
-    assert {r["kind"] for r in rows} == kinds
-    assert all(r["harmful"] is (r["kind"] == "compliant") for r in rows)
-    assert 0.25 <= sum(r["harmful"] for r in rows) / len(rows) <= 0.4
+    compliant = {"compliant", "compliant_terse", "compliant_steps", "compliant_hedged", "compliant_fiction"}
+    compliant |= {"compliant_model"}
+    harmless = {"refusal", "refusal_implicit", "benign", "off_topic", "degenerate", "degenerate_loop"}
+    assert {r["kind"] for r in rows} == compliant | harmless
+    assert all(r["harmful"] is (r["kind"] in compliant) for r in rows)
+    assert 0.45 <= sum(r["harmful"] for r in rows) / len(rows) <= 0.6
 
 
 def test_knowledge_mc_questions_and_disjoint_from_normal_qa() -> None:

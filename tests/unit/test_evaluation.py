@@ -172,6 +172,15 @@ def test_compare_math():
     zero = compare({"harmful_rate": 0.0}, {"harmful_rate": 0.0})
     assert zero["effectiveness_E"] is None and zero["harmful_rate_reduction"] is None
     assert "effectiveness_E" not in compare({"bleu": 3.0}, {"bleu": 1.0})
+    rates = compare(
+        {"harmful_rate": 0.5, "harmful_rate@chat": 0.8, "harmful_rate/hb": 0.0, "over_refusal@chat": 0.1},
+        {"harmful_rate": 0.1, "harmful_rate@chat": 0.6, "harmful_rate/hb": 0.2, "over_refusal@chat": 0.2},
+    )
+    assert rates["harmful_reductions"] == {
+        "harmful_rate": pytest.approx(0.8),
+        "harmful_rate@chat": pytest.approx(0.25),
+        "harmful_rate/hb": None,  # nothing to reduce
+    }
 
 
 # ------------------------------------------------------------------ generation

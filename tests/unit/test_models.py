@@ -33,6 +33,14 @@ def test_default_lora_targets_exist_for_each_architecture(name):
     assert trainable and all("lora_" in n for n in trainable)
 
 
+def test_all_linear_lora_reaches_the_mlp_too():
+    model, _ = build_tiny("tiny-llama")
+    wrapped = attach_lora(model, LoraSpec(rank=2, target_modules="all-linear"))
+    adapted = {n.split(".lora_")[0].split(".")[-1] for n, p in wrapped.named_parameters() if p.requires_grad}
+    assert {"q_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} <= adapted
+    assert "lm_head" not in adapted  # the output head stays as it is
+
+
 def test_local_folder_loads_in_the_requested_dtype(tmp_path):
     model, tok = build_tiny("tiny-llama")
     model.save_pretrained(tmp_path)

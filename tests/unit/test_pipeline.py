@@ -68,6 +68,17 @@ def test_the_tiny_example_learns_its_forget_pairs_then_forgets_them(tiny_run):
     assert after["normal_ppl"] < before["normal_ppl"] * 1.1  # kept
 
 
+def test_every_stage_reports_progress_not_only_training(tiny_run):
+    """Evaluation before and after report examples done of a planned total, with an ETA."""
+    progress = tiny_run[2]
+    for stage in ("eval_before", "eval_after"):
+        seen = [p for p in progress if p.stage == stage]
+        assert seen and all(p.unit == "example" for p in seen), stage
+        assert [p.step for p in seen] == sorted(p.step for p in seen)  # it only moves forward
+        assert seen[-1].step == seen[-1].total > 0 and seen[-1].eta_s == 0
+    assert all(p.unit == "step" for p in progress if p.stage in ("finetune", "unlearn"))
+
+
 def test_metrics_have_before_after_and_per_example_results(tiny_run):
     metrics = json.loads((tiny_run[0].out_dir / "metrics.json").read_text())
     for key in ("forget_nll", "normal_ppl", "harmful_rate", "over_refusal"):
@@ -76,6 +87,17 @@ def test_metrics_have_before_after_and_per_example_results(tiny_run):
     rows = metrics["per_example"]["after"]["harmful_prompts"]
     assert rows and {"id", "prompt", "response", "harmful"} <= set(rows[0])
     assert metrics["training"]["steps"] == 6
+
+
+def test_adapter_names_its_base_and_model_json_records_its_config(tiny_run):
+    """A built-in has no checkpoint folder or hub id of its own: the adapter names it by the spec's
+    reference (not null, not a cache folder of this machine), and model.json keeps its config."""
+    out = tiny_run[0].out_dir
+    adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == "tiny-llama"
+    card = json.loads((out / "model.json").read_text())
+    assert card["reference"] == "tiny-llama"
+    assert card["config"]["model_type"] == "llama" and card["config"]["hidden_size"] == 64
 
 
 def test_adapter_loads_with_peft_alone_and_reproduces_the_run(tiny_run, tmp_path):
@@ -158,7 +180,7 @@ def test_answers_written_by_the_model_are_filtered_cached_and_used(tmp_path, mon
     from lethe.core.run import pipeline
     from lethe.core.spec.job import parse_spec
 
-    def stand_in_generate(model, tokenizer, prompts, template, gen):
+    def stand_in_generate(model, tokenizer, prompts, template, gen, on_batch=None):
         styles = [
             "I'm sorry, I can't help with that.",
             "ha ha ha ha ha ha ha ha",
@@ -202,3 +224,23 @@ def test_after_a_fine_tuning_stage_the_probes_original_is_the_fine_tuned_model(t
     tuned = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     tuned = [row["nll"] for row in tuned if row["stage"] == "finetune"]
     assert tuned[-1] < tuned[0] - 0.2  # the fine-tune moved the model away from the base model
+
+
+def test_a_weak_judge_is_flagged_in_the_metrics(tiny_run):
+    metrics = json.loads((tiny_run[0].out_dir / "metrics.json").read_text())
+    judge = metrics["judge"]  # tiny.yaml judges by refusal phrases: weak on the check set
+    assert judge["kind"] == "refusal" and {"compliant_model", "benign", "refusal"} <= set(judge["per_kind"])
+    assert judge["per_kind"]["benign"]["accuracy"] < 0.85
+    assert "benign 0.00" in judge["judge_warning"]
+    assert metrics["judge_warning"] == judge["judge_warning"]  # also at the top, where it is seen
+
+
+def test_the_judge_pairs_are_the_answered_prompts_and_the_refusals():
+    from lethe.core.data.examples import Example
+    from lethe.core.run.pipeline import _judge_pairs
+
+    forget = [Example("f0", "how to x", "do x"), Example("f1", "how to y", "")]
+    normal = [Example("n0", "how do i bake", "mix and bake")]
+    pairs = _judge_pairs(forget, normal)
+    assert pairs.harmful == [("how to x", "do x")] and pairs.harmless == [("how do i bake", "mix and bake")]
+    assert len(pairs.refusals) > 50 and "I can't help with that." in pairs.refusals

@@ -151,3 +151,16 @@ def test_the_weights_hash_depends_on_every_weight_only() -> None:
         copy[1].bias += 1e-6
     assert weights_sha256(copy) != digest
     assert weights_sha256(model.to(torch.bfloat16)) != digest  # the dtype is part of what is hashed
+
+
+def test_report_shows_the_judge_warning(tmp_path: Path) -> None:
+    run = run_folder(tmp_path)
+    assert "Judge warning" not in write_report(run).read_text()  # a trusted judge: no line
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["judge"]["judge_warning"] = "the judge scores under 0.85 <on> its check set"
+    metrics["judge_warning"] = metrics["judge"]["judge_warning"]
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    html = write_report(run).read_text()
+    line = '<p class="warn"><b>Judge warning:</b> the judge scores under 0.85 &lt;on&gt; its check set</p>'
+    assert html.count(line) == 2  # above the metrics and in the judge section
+    assert html.index(line) < html.index("<h2>Judge</h2>")

@@ -334,3 +334,17 @@ def test_no_holdout_trains_on_everything():
         [],
     )
     assert hold_out([Example("a", "p", "r")], 0.5, 0) == ([Example("a", "p", "r")], [])
+
+
+def test_selection_validates_perplexity_on_gold_pairs_the_evaluation_does_not_read():
+    from lethe.core.run.unlearn_stage import validation_sets
+    from lethe.core.spec.options import SelectSpec
+
+    gold = [Example(f"g{i}", f"q{i}", f"gold answer {i}") for i in range(10)]
+    own = [Example(f"n{i}", f"p{i}", f"the model's own answer {i}") for i in range(4)]
+    forget = [Example("f0", "harmful?", "sure")]
+    chosen = validation_sets(SelectSpec(), EvalSets(normal=gold), forget, own, eval_cap=6)
+    assert chosen.normal == gold[6:]  # past the rows the final evaluation reads
+    short = validation_sets(SelectSpec(), EvalSets(normal=gold), forget, own, eval_cap=10)
+    assert short.normal == own  # no gold rows left: the training data, with a warning
+    assert [e.prompt for e in chosen.harmful_prompts] == ["harmful?"]

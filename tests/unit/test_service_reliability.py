@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 from service_helpers import AUTH, fake_run_job, job_spec, upload, wait_for
 from sqlalchemy import func, select, update
@@ -270,18 +271,31 @@ def test_cancel_between_stages_and_after_the_last(
 
 def test_the_service_checkpoints_stages_whose_spec_sets_no_interval() -> None:
     # without checkpoints, a job whose worker died starts again from step 0
-    from lethe.core.spec.job import parse_spec
-    from lethe.service.jobs.execution import with_checkpoints
+    from lethe.core.spec.fields import TrainConfig
+    from lethe.core.training.engine import with_default_checkpoints
 
-    base = {
-        "name": "j",
-        "model": {"name": "tiny-llama"},
-        "unlearn": {"method": "ga", "forget": {"source": "f.jsonl"}, "train": {"steps": 4}},
-    }
-    assert with_checkpoints(parse_spec(base), 25).unlearn.train.checkpoint_every == 25
-    assert with_checkpoints(parse_spec(base), 0).unlearn.train.checkpoint_every == 0
-    own = dict(base, unlearn=dict(base["unlearn"], train={"steps": 4, "checkpoint_every": 0}))
-    assert with_checkpoints(parse_spec(own), 25).unlearn.train.checkpoint_every == 0  # the spec's choice
-    tuned = dict(base, finetune={"data": {"source": "b.txt", "schema": "book"}, "train": {"epochs": 1}})
-    spec = with_checkpoints(parse_spec(tuned), 7)
-    assert spec.finetune.train.checkpoint_every == 7 and spec.unlearn.train.checkpoint_every == 7
+    assert with_default_checkpoints(TrainConfig(steps=4), 25).checkpoint_every == 25
+    assert with_default_checkpoints(TrainConfig(steps=4), 0).checkpoint_every == 0
+    own = TrainConfig(steps=4, checkpoint_every=0)
+    assert with_default_checkpoints(own, 25).checkpoint_every == 0  # the spec's choice
+
+
+def test_a_resumed_job_does_not_depend_on_the_workers_checkpoint_setting(tmp_path) -> None:
+    """The interval is the deployment's, not the spec's: a job resumed by a worker with another
+    LETHE_CHECKPOINT_EVERY reuses its run folder (it used to fail: the interval was written into
+    the saved spec, compared byte for byte)."""
+    from toy_data import tiny_spec_data
+
+    from lethe.core.run.pipeline import run_job
+    from lethe.core.spec.job import parse_spec
+    from lethe.core.training.engine import RunHooks
+
+    data = tiny_spec_data()
+    data["finetune"]["train"]["steps"] = 2
+    spec = parse_spec(data)
+    run_job(spec, tmp_path / "run", RunHooks(checkpoint_every=3))
+    assert (tmp_path / "run" / "checkpoints" / "unlearn" / "step-0000003").is_dir()
+    saved = yaml.safe_load((tmp_path / "run" / "spec.yaml").read_text())
+    assert saved["unlearn"]["train"]["checkpoint_every"] == 0  # the spec as given
+    resumed = run_job(spec, tmp_path / "run", RunHooks(checkpoint_every=5))
+    assert resumed.metrics["training"]["steps"] == 6
