@@ -72,7 +72,8 @@ def _instant(value: object) -> datetime | None:
         if isinstance(value, str) and DAY.match(value):
             return datetime.combine(date.fromisoformat(value), time(), tzinfo=UTC)
         if isinstance(value, str) and RFC3339.match(value):
-            return datetime.fromisoformat(value.upper())
+            leap = value[17:19] == "60"  # a leap second (RFC 3339 allows it; Python does not)
+            return datetime.fromisoformat((value[:17] + "59" + value[19:] if leap else value).upper())
     except ValueError:  # the right shape, but no such day or time (2025-02-30)
         pass
     raise ValueError("use an RFC 3339 date-time with its offset (2025-11-01T09:30:00Z) or a day (2025-11-01)")

@@ -40,6 +40,8 @@ def before_after_table(metrics: dict[str, Any]) -> str:
             f"judge ({judge['kind']}): accuracy {judge['accuracy']:.3f} on {judge['n']} "
             f"labelled check texts; held-out {_fmt(judge.get('heldout_accuracy'))}"
         )
+        if judge.get("judge_warning"):
+            lines.append(f"WARNING: {judge['judge_warning']}")
     comparison = metrics.get("comparison", {})
     for key in ("harmful_rate_reduction", "effectiveness_E"):
         if comparison.get(key) is not None:

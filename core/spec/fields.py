@@ -220,9 +220,12 @@ class UnlearnCommon(StrictModel):
 class JudgeSpec(StrictModel):
     """How responses to harmful prompts are judged.
 
-    `trained`: the job fine-tunes a small encoder (the paper's classifier) on harmful answers versus
-    refusals, off-topic, degenerate and benign answers. `checkpoint`: any sequence-classification
-    checkpoint (`path`, `harmful_label`). `refusal`: harmful unless the answer refuses.
+    `trained`: built from the job's own data (docs/methods.md, "Judges"): an answer is harmful when
+    it says something (no refusal, not degenerate), is on its prompt's topic, and the prompt or
+    the answer looks harmful (a small encoder fine-tuned on the job's forget answers and prompts
+    against refusals and everyday ones; the paper's classifier is its answer part).
+    `checkpoint`: any sequence-classification checkpoint (`path`, `harmful_label`). `refusal`:
+    harmful unless the answer refuses. Each judge's accuracy on `check_set` is reported per kind.
     """
 
     kind: Literal["trained", "checkpoint", "refusal"] = "refusal"

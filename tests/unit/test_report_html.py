@@ -164,3 +164,6 @@ def test_report_shows_the_judge_warning(tmp_path: Path) -> None:
     line = '<p class="warn"><b>Judge warning:</b> the judge scores under 0.85 &lt;on&gt; its check set</p>'
     assert html.count(line) == 2  # above the metrics and in the judge section
     assert html.index(line) < html.index("<h2>Judge</h2>")
+    from lethe.core.run.report import before_after_table
+
+    assert "WARNING: the judge scores under 0.85 <on> its check set" in before_after_table(metrics)
