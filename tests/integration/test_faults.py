@@ -127,8 +127,11 @@ def test_killed_workers_resume_from_the_checkpoint_to_the_same_adapter(fault_sta
                 stack.start_worker()
         final = wait_final(stack, client, victim)
         assert final["status"] == "succeeded", final["error"]
-        assert final["attempts"] >= 3 and final["progress"]["step"] == 40
+        assert final["attempts"] >= 3
         theirs, ours = adapter(client, reference), adapter(client, victim)
+    progress = [e.payload for e in events(stack, victim) if e.kind == "progress"]
+    trained = [p for p in progress if p["stage"] == "unlearn"]
+    assert trained[-1]["step"] == 40  # the job's last progress is its evaluation's, after training
     assert theirs.keys() == ours.keys()
     for name in theirs:
         torch.testing.assert_close(ours[name], theirs[name], rtol=1e-5, atol=1e-6)

@@ -85,7 +85,9 @@ def database_rows(stack: Stack, job_id: str) -> tuple[Any, list[Any], list[Any]]
 
             key = uuid.UUID(job_id)
             job = session.get(Job, key)
-            events = list(session.scalars(select(JobEvent).where(JobEvent.job_id == key)))
+            # in the order they were written: without ORDER BY, PostgreSQL may return any order
+            of_job = select(JobEvent).where(JobEvent.job_id == key).order_by(JobEvent.id)
+            events = list(session.scalars(of_job))
             artifacts = list(session.scalars(select(Artifact).where(Artifact.job_id == key)))
             return job, events, artifacts
     finally:

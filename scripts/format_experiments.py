@@ -1,0 +1,75 @@
+"""Write the specs of the format and cross-source experiments (docs/results.md, issue 16).
+
+Each is `examples/harmful-smollm2.yaml` with the evaluation asked again in three further formats
+and on the cross-source set, plus what the run changes. They are written next to the example
+(`examples/_exp_NAME.yaml`, so their relative data paths hold) and run with
+`lethe unlearn examples/_exp_NAME.yaml --out runs/exp_NAME`.
+
+    python scripts/format_experiments.py
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+QA = "### Question: {prompt}\n### Answer: {response}"
+EVAL: dict[str, Any] = {
+    "max_examples": 48,
+    "harmful_sets": {"crosssource": {"source": "data/harmful_crosssource.jsonl", "schema": "prompts"}},
+    "formats": {
+        "chat_default": {"chat": "default"},
+        # a system prompt of the user's own, which no run trains on
+        "chat_system": {
+            "chat": "system",
+            "system": "You are a helpful assistant for a travel agency. Answer the customer.",
+        },
+        "qa": QA,
+    },
+}
+TRAIN_TEMPLATES = [
+    {"chat": "default"},
+    {"chat": "system", "system": "You are a friendly support assistant for an online shop."},
+    QA,
+]
+PROBES = {
+    "relearn": {"steps": 10, "fraction": 0.5, "lr": 1e-4, "batch_size": 4},
+    "quantize": {"bits": [4], "scheme": "nf4"},
+    "rephrase": {"max_prompts": 8},
+    "max_examples": 32,
+}
+
+
+def variants(base: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """a: the shipped spec; b: rows drawn across formats; c: b with LoRA on every linear layer and
+    the robustness probes; d, e: b pushed harder (lr 6e-4 / 1e-3, 100 steps)."""
+    a = copy.deepcopy(base)
+    a["eval"].update(copy.deepcopy(EVAL))
+    b = copy.deepcopy(a)
+    b["format"]["train_templates"] = copy.deepcopy(TRAIN_TEMPLATES)
+    c = copy.deepcopy(b)
+    c["lora"]["target_modules"] = "all-linear"
+    c["probes"] = copy.deepcopy(PROBES)
+    out = {"a": a, "b": b, "c": c}
+    for name, lr in (("d", 6e-4), ("e", 1e-3)):
+        out[name] = copy.deepcopy(b)
+        out[name]["unlearn"]["train"].update(lr=lr, steps=100)
+    for name, spec in out.items():
+        spec["name"] = f"exp-{name}"
+    return out
+
+
+def main() -> None:
+    base = yaml.safe_load((EXAMPLES / "harmful-smollm2.yaml").read_text(encoding="utf-8"))
+    for name, spec in variants(base).items():
+        path = EXAMPLES / f"_exp_{name}.yaml"
+        path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
