@@ -12,10 +12,11 @@ import re
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from lethe.service.infra import idempotency
 from lethe.service.infra.errors import Forbidden, Invalid, Unauthorized
 from lethe.service.infra.limits import lone_surrogate, not_text
 from lethe.service.infra.runtime import Runtime
@@ -96,3 +97,14 @@ def require(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
 ReadDep = Annotated[Principal, Depends(require("read"))]
 SubmitDep = Annotated[Principal, Depends(require("submit"))]
 AdminDep = Annotated[Principal, Depends(require("admin"))]
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        # documented here, checked by the service (whose message says what to send)
+        json_schema_extra={"minLength": 1, "maxLength": idempotency.MAX_KEY_CHARS},
+        description="a client-made key (e.g. a UUID): a retry with it returns the first result",
+    ),
+]

@@ -8,9 +8,9 @@ import uuid
 from collections.abc import Callable
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Header, Query, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 
-from lethe.api.deps import ReadDep, RuntimeDep, SessionDep, SubmitDep
+from lethe.api.deps import IdempotencyKey, ReadDep, RuntimeDep, SessionDep, SubmitDep
 from lethe.api.schemas import DatasetOut, DatasetPage, RegisterDataset, errors
 from lethe.core.spec.fields import DatasetSchema
 from lethe.service.infra import idempotency
@@ -24,15 +24,6 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 WRITE_ERRORS = errors(401, 403, 409, 413, 422, 503)  # 409: an Idempotency-Key reused with another body
 READ_ERRORS = errors(401, 403, 404, 422, 503)
 UploadFormat = Literal["auto", "jsonl", "csv", "parquet", "text"]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        # documented here, checked by the service (whose message says what to send)
-        json_schema_extra={"minLength": 1, "maxLength": idempotency.MAX_KEY_CHARS},
-        description="a client-made key (e.g. a UUID): a retry with it returns the first result",
-    ),
-]
 
 
 def dataset_out(row: Dataset) -> DatasetOut:

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from lethe.api.deps import ReadDep, RuntimeDep, SessionDep, SubmitDep
+from lethe.api.deps import IdempotencyKey, ReadDep, RuntimeDep, SessionDep, SubmitDep
 from lethe.api.openapi import event_stream, file_content, served_type
 from lethe.api.schemas import ArtifactOut, EventOut, JobDetail, JobOut, JobPage, JobStatus, errors
 from lethe.core.spec.job import JobSpec
@@ -35,15 +35,6 @@ CallbackUrl = Annotated[
         max_length=2000,
         description="called (signed) on every state "
         "change of this job, instead of the tenant's default webhook",
-    ),
-]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        # documented here, checked by the service (whose message says what to send)
-        json_schema_extra={"minLength": 1, "maxLength": idempotency.MAX_KEY_CHARS},
-        description="a client-made key (e.g. a UUID): a retry with it returns the first result",
     ),
 ]
 SSE_KEEPALIVE_S = 15.0
