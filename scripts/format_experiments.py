@@ -1,7 +1,9 @@
 """Write the specs of the format and cross-source experiments (docs/results.md, issue 16).
 
-Each is `examples/harmful-smollm2.yaml` with the evaluation asked again in three further formats
-and on the cross-source set, plus what the run changes. They are written next to the example
+Each starts from run A: `examples/harmful-smollm2.yaml` as it was before training across formats
+(one format, lr 3e-4, 80 steps, no probes), with the evaluation asked again in three further
+formats and on the cross-source set; then each changes one thing. Run E with the probes is the
+shipped spec itself. They are written next to the example
 (`examples/_exp_NAME.yaml`, so their relative data paths hold) and run with
 `lethe unlearn examples/_exp_NAME.yaml --out runs/exp_NAME`.
 
@@ -44,10 +46,22 @@ PROBES = {
 }
 
 
-def variants(base: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """a: the shipped spec; b: rows drawn across formats; c: b with LoRA on every linear layer and
-    the robustness probes; d, e: b pushed harder (lr 6e-4 / 1e-3, 100 steps)."""
-    a = copy.deepcopy(base)
+def one_format(shipped: dict[str, Any]) -> dict[str, Any]:
+    """The shipped spec as it was before this experiment: one format, lr 3e-4, 80 steps."""
+    spec = copy.deepcopy(shipped)
+    spec["format"].pop("train_templates", None)
+    spec["unlearn"]["train"].update(lr=3e-4, steps=80)
+    spec.pop("probes", None)
+    for name in ("harmful_sets", "formats"):
+        spec["eval"].pop(name, None)
+    spec["eval"]["max_examples"] = 60
+    return spec
+
+
+def variants(shipped: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """a: the one-format spec; b: rows drawn across formats; c: b with LoRA on every linear layer
+    and the robustness probes; d, e: b pushed harder (lr 6e-4 / 1e-3, 100 steps)."""
+    a = one_format(shipped)
     a["eval"].update(copy.deepcopy(EVAL))
     b = copy.deepcopy(a)
     b["format"]["train_templates"] = copy.deepcopy(TRAIN_TEMPLATES)
