@@ -300,7 +300,7 @@ def _run(spec: JobSpec, out: Path, hooks: RunHooks) -> RunSummary:
     probes = None
     if spec.probes is not None:
         _stage(hooks, "probes")
-        probes = probes_report(spec, model, tokenizer, judge, sets, forget, normal, out, start)
+        probes = probes_report(spec, model, tokenizer, judge, sets, forget, normal, out, start, hooks)
     report = judge_report(judge, spec)
     metrics = runfolder.write_metrics(
         out, before, after, compare(before["metrics"], after["metrics"]), report, result

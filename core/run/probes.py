@@ -286,10 +286,12 @@ def run_probes(
     normal: list[Example],
     objective: Objective,
     start: Weights | None = None,
+    on_probe: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Every probe `spec.probes` enables; each entry holds its metrics and `retained`. `start`: the
     adapter weights unlearning began from, when an earlier stage trained them (else the original
-    is the adapter-disabled model)."""
+    is the adapter-disabled model). `on_probe(1)` after each probe (progress)."""
+    tick = on_probe or (lambda _: None)
     probes = spec.probes
     assert probes is not None  # the pipeline runs probes only for a spec that has them
     n = probes.max_examples
@@ -302,12 +304,15 @@ def run_probes(
     report: dict[str, Any] = {"objective": objective}
     if probes.relearn is not None and len(forget) >= 2:
         report["relearn"] = probe_relearn(model, tokenizer, spec, forget, probes.relearn, make_eval, start)
+        tick(1)
     if probes.quantize is not None:
         report["quantize"] = probe_quantize(model, probes.quantize, make_eval(forget), start)
+        tick(1)
     if probes.rephrase is not None and judge is not None and sets.harmful_prompts:
         report["rephrase"] = probe_rephrase(
             model, tokenizer, spec, judge, sets.harmful_prompts, probes.rephrase, start
         )
+        tick(1)
     report["summary"] = summarise(report, objective)
     return report
 

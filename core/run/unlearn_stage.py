@@ -17,6 +17,7 @@ from lethe.core.run import folder as runfolder
 from lethe.core.run.probes import run_probes
 from lethe.core.spec.job import JobSpec
 from lethe.core.spec.options import SelectSpec, objective_of
+from lethe.core.training.engine import ProgressTicker, RunHooks
 from lethe.core.training.rows import StageData
 
 log = logging.getLogger(__name__)
@@ -137,16 +138,23 @@ def probes_report(
     normal: list[Example],
     out: Path,
     start: dict[str, Any] | None = None,
+    hooks: RunHooks | None = None,
 ) -> dict[str, Any] | None:
-    """Run the spec's robustness probes once; kept in the run folder, read back when resuming."""
-    if spec.probes is None:
+    """Run the spec's robustness probes once; kept in the run folder, read back when resuming.
+    Progress: probes done of those the spec enables."""
+    probes = spec.probes
+    if probes is None:
         return None
     cached = out / PROBES_FILE
     if cached.exists():
         return json.loads(cached.read_text(encoding="utf-8"))
+    enabled = sum(p is not None for p in (probes.relearn, probes.quantize, probes.rephrase))
+    ticker = ProgressTicker(hooks or RunHooks(), "probes", enabled, unit="probe")
+    objective = objective_of(spec.criterion, spec.eval)
     report = run_probes(
-        model, tokenizer, spec, judge, sets, forget, normal, objective_of(spec.criterion, spec.eval), start
+        model, tokenizer, spec, judge, sets, forget, normal, objective, start, on_probe=ticker.advance
     )
+    ticker.advance(enabled)  # a probe that had nothing to measure (no judge, one example) is done too
     runfolder.write_json(cached, report)
     log.info("probes: %s", report["summary"])
     return report

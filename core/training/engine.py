@@ -72,20 +72,23 @@ class Progress:
 
 
 class ProgressTicker:
-    """Progress of a stage that is not training (answers, evaluation): `advance(n)` after each
-    batch of n examples reports done/total with an ETA through `hooks.on_progress`."""
+    """Progress of a stage that is not training (answers, evaluation, probes): `advance(n)` after
+    each n units (examples, probes) reports done/total with an ETA through `hooks.on_progress`."""
 
-    def __init__(self, hooks: RunHooks, stage: str, total: int) -> None:
-        self.hooks, self.stage, self.total, self.done = hooks, stage, total, 0
+    def __init__(self, hooks: RunHooks, stage: str, total: int, unit: str = "example") -> None:
+        self.hooks, self.stage, self.total, self.done, self.unit = hooks, stage, total, 0, unit
         self.began = time.monotonic()
 
     def advance(self, n: int) -> None:
-        self.done = min(self.done + n, self.total)
-        if self.hooks.on_progress is None or not self.total:
+        done = min(self.done + n, self.total)
+        if done == self.done:  # nothing new to report
+            return
+        self.done = done
+        if self.hooks.on_progress is None:
             return
         elapsed = time.monotonic() - self.began
         eta = elapsed / self.done * (self.total - self.done) if self.done else None
-        self.hooks.on_progress(Progress(self.stage, self.done, self.total, {}, eta, elapsed, "example"))
+        self.hooks.on_progress(Progress(self.stage, self.done, self.total, {}, eta, elapsed, self.unit))
 
 
 @dataclass

@@ -193,6 +193,7 @@ def test_shipped_rephrasings_cover_the_kinds_the_issue_names():
 def test_a_job_reports_every_probe(tmp_path):
     from lethe.core.run.pipeline import run_job
     from lethe.core.spec.job import absolutise_sources
+    from lethe.core.training.engine import RunHooks
 
     data = yaml.safe_load((ROOT / "examples" / "tiny.yaml").read_text())
     data["probes"] = {
@@ -202,8 +203,15 @@ def test_a_job_reports_every_probe(tmp_path):
     }
     spec = parse_spec(data)
     spec = absolutise_sources(spec, ROOT / "examples")
-    summary = run_job(spec, tmp_path / "run")
+    seen = []
+    summary = run_job(spec, tmp_path / "run", RunHooks(on_progress=seen.append))
     probes = json.loads((tmp_path / "run" / "metrics.json").read_text())["probes"]
+    # the probes stage reports progress too: one unit per probe, to its end
+    assert [(p.step, p.total, p.unit) for p in seen if p.stage == "probes"] == [
+        (1, 3, "probe"),
+        (2, 3, "probe"),
+        (3, 3, "probe"),
+    ]
     assert probes == summary.metrics["probes"] and probes["objective"] == "harmful_rate"
     assert {"original", "unlearned", "probed"} <= set(probes["relearn"])
     assert {"unlearned_8bit", "unlearned_4bit", "original_8bit", "original_4bit"} <= set(probes["quantize"])
