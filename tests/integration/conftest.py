@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from faultstack import worker_command
 from stackbase import free_port, throwaway_database, unavailable
 
 REDIS = os.environ.get("LETHE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -164,24 +165,7 @@ def celery_stack(
     migrate.upgrade(Settings(database_url=postgres_url, data_dir=folder))
     worker_log = folder / "worker.log"
     worker = start(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "lethe.worker.celery_app",
-            "worker",
-            "-Q",
-            "cpu",
-            "--concurrency",
-            "1",
-            "--loglevel",
-            "INFO",
-            "-n",
-            f"it-{uuid.uuid4().hex[:8]}@%h",
-            "--without-gossip",
-            "--without-mingle",
-        ],
+        worker_command(f"it-{uuid.uuid4().hex[:8]}@%h"),
         {**env, "LETHE_DATA_DIR": str(folder / "worker")},
         worker_log,
     )

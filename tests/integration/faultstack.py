@@ -47,6 +47,15 @@ def wait_until(check: object, timeout: float, what: str, logs: str = "") -> None
     raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs}")
 
 
+def worker_command(name: str, *extra: str) -> list[str]:
+    """A real Celery worker of the `cpu` queue, one job at a time (the integration stacks' worker)."""
+    return [
+        sys.executable, "-m", "celery", "-A", "lethe.worker.celery_app", "worker", "-Q", "cpu",
+        "--concurrency", "1", "--loglevel", "INFO", "-n", name, "--without-gossip", "--without-mingle",
+        *extra,
+    ]  # fmt: skip
+
+
 @dataclass
 class FaultStack:
     folder: Path
@@ -109,25 +118,7 @@ class FaultStack:
         name = f"w{len(self.workers)}-{uuid.uuid4().hex[:6]}"
         log = f"worker-{name}.log"
         proc = self._spawn(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "lethe.worker.celery_app",
-                "worker",
-                "-Q",
-                "cpu",
-                "--concurrency",
-                "1",
-                "--loglevel",
-                "INFO",
-                "-n",
-                f"{name}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
+            worker_command(f"{name}@%h", "--without-heartbeat"),
             log,
             {"LETHE_DATA_DIR": str(self.folder / name)},
         )
