@@ -28,8 +28,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lethe import __version__
 from lethe.api import compliance, openapi
+from lethe.api.console import routes as console
 from lethe.api.deps import text_only
-from lethe.api.routes import datasets, health, jobs, keys
+from lethe.api.routes import audit_chain, datasets, events, health, jobs, keys, specs
 from lethe.service.infra.errors import ServiceError
 from lethe.service.infra.metrics import REQUEST_SECONDS
 from lethe.service.infra.object_store import StorageError
@@ -226,9 +227,10 @@ def create_app(rt: Runtime) -> FastAPI:
     )
     app.state.runtime = rt
     _install_error_handlers(app)
-    for module in (health, datasets, jobs, keys):
+    for module in (health, datasets, jobs, events, keys, specs, audit_chain):
         app.include_router(module.router)
     compliance.install(app, rt)  # audit middleware, certificates, webhooks
+    console.install(app)  # the web console under / (its pages carry their own CSP)
     openapi.install(app)
     app.add_middleware(
         LimitsAndMetrics,

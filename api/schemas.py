@@ -86,6 +86,10 @@ class JobOut(Out):
     started_at: datetime | None
     finished_at: datetime | None
     heartbeat_at: datetime | None
+    submitted_by: str | None = Field(
+        None, description="id of the API key that submitted the job (null: made without a key)"
+    )
+    submitted_by_name: str | None = Field(None, description="that key's name, as it was at submit time")
 
 
 class JobDetail(JobOut):
@@ -102,6 +106,12 @@ class EventOut(Out):
     ts: datetime
     kind: str = Field(description="status | stage | progress | cancel_requested")
     payload: dict[str, Any]
+
+
+class TenantEventOut(EventOut):
+    """An event of the tenant-wide log (`GET /v1/events`): which job it belongs to, too."""
+
+    job_id: uuid.UUID
 
 
 class ArtifactOut(Out):

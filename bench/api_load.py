@@ -5,8 +5,11 @@
     python bench/api_load.py --url http://host:8000   # an already running service
 
 Prints p50/p99 latency and throughput for each phase, and the delay from submitting a job to a
-worker starting it (`started_at - created_at`, read back from the API). Goals (issue 3): polling
-p99 < 50 ms at 200 requests/s on PostgreSQL; pickup < 1 s. Prints numbers; asserts nothing.
+worker starting it (`started_at - created_at`, read back from the API). Polling runs while a job
+trains, paced (`--rate`, open loop) and then with `--inflight` requests always outstanding
+(closed loop). Goals (issues 3 and 14): polling p99 < 50 ms at 200 requests/s on PostgreSQL;
+with 200 in flight, throughput at least the paced rate; pickup < 1 s. Prints numbers; asserts
+nothing.
 Every phase is bounded in time. Needs PostgreSQL and Redis on loopback when it starts its own
 stack (LETHE_TEST_POSTGRES_URL / LETHE_TEST_REDIS_URL override the defaults). A stack of its own
 gets a random bootstrap key; with --url, set LETHE_API_KEY to a key with the read and submit scopes.
@@ -32,6 +35,9 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+from faultstack import worker_command  # noqa: E402 - the integration stacks' worker, one job at a time
+
 PG_ADMIN = os.environ.get("LETHE_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("LETHE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 API_KEY = os.environ.get("LETHE_API_KEY") or f"lethe-bench-{uuid.uuid4().hex}"
@@ -42,6 +48,25 @@ HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
+
+
+SERVER_PID: list[int] = []  # the API process of a stack of our own (its CPU time is read from /proc)
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds used so far by (the API process, this client): per request, they compare
+    runs on a machine whose other load changes, where latencies do not."""
+    server = float("nan")
+    if SERVER_PID:
+        fields = Path(f"/proc/{SERVER_PID[0]}/stat").read_text().rsplit(")", 1)[1].split()
+        server = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return server, time.process_time()
+
+
+def report_cpu(before: tuple[float, float], requests: int) -> None:
+    after = cpu_seconds()
+    server, client = ((a - b) * 1000 / max(requests, 1) for a, b in zip(after, before, strict=True))
+    print(f"{'  CPU per request':28s} server {server:5.2f} ms  client {client:5.2f} ms", flush=True)
 
 
 def report(name: str, latencies: list[float], errors: int, seconds: float) -> None:
@@ -146,30 +171,8 @@ def own_stack(embedded: bool) -> Iterator[str]:
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,
             )
-            procs.append(
-                _spawn(
-                    [
-                        sys.executable,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "lethe.worker.celery_app",
-                        "worker",
-                        "-Q",
-                        "cpu",
-                        "--concurrency",
-                        "1",
-                        "--loglevel",
-                        "WARNING",
-                        "--without-gossip",
-                        "--without-mingle",
-                        "-n",
-                        f"bench-{uuid.uuid4().hex[:6]}@%h",
-                    ],
-                    env,
-                    folder / "worker.log",
-                )
-            )
+            name = f"bench-{uuid.uuid4().hex[:6]}@%h"
+            procs.append(_spawn(worker_command(name, "--loglevel", "WARNING"), env, folder / "worker.log"))
         port = _free_port()
         api = _spawn(
             [sys.executable, "-m", "lethe", "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -177,6 +180,7 @@ def own_stack(embedded: bool) -> Iterator[str]:
             folder / "api.log",
         )
         procs.append(api)
+        SERVER_PID[:] = [api.pid]
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(url, api, folder / "api.log")
@@ -214,34 +218,79 @@ def tiny_spec(client: httpx.Client, steps: int) -> dict[str, Any]:
     }
 
 
+class RawClient:
+    """GET over kept-alive HTTP/1.1 connections with asyncio streams, for the polling phases:
+    httpx's async client takes 3-5 ms of CPU per request (measured here), more than the server,
+    so on a small machine it measured itself. One request at a time per connection."""
+
+    def __init__(self, url: str, connections: int) -> None:
+        parsed = httpx.URL(url)
+        self.host, self.port = parsed.host, parsed.port or 80
+        self.idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+        self.room = asyncio.Semaphore(connections)
+        self.auth = HEADERS["Authorization"]
+
+    async def get(self, path: str) -> int:
+        """The answer's status (the body is read and dropped); raises OSError on a cut connection."""
+        async with self.room:
+            reader, writer = (
+                self.idle.get_nowait()
+                if not self.idle.empty()
+                else await asyncio.open_connection(self.host, self.port)
+            )
+            request = f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: {self.auth}\r\n\r\n"
+            writer.write(request.encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                (
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
+            await reader.readexactly(length)
+            self.idle.put_nowait((reader, writer))
+            return int(head.split(b" ", 2)[1])
+
+    def close(self) -> None:
+        while not self.idle.empty():
+            self.idle.get_nowait()[1].close()
+
+
 async def poll_phase(url: str, job_ids: list[str], rate: float, seconds: float, clients: int) -> None:
     """Open loop: one GET /v1/jobs/{id} every 1/rate s, whatever the previous ones are doing."""
     latencies: list[float] = []
     errors = 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10, headers=HEADERS) as client:
+    client = RawClient(url, clients)
+    try:
 
         async def one(job_id: str) -> None:
             nonlocal errors
             began = time.perf_counter()
             try:
-                r = await client.get(f"/v1/jobs/{job_id}")
-                if r.status_code != 200:
+                if await client.get(f"/v1/jobs/{job_id}") != 200:
                     errors += 1
                     return
-            except httpx.HTTPError:
+            except (OSError, asyncio.IncompleteReadError):
                 errors += 1
                 return
             latencies.append(time.perf_counter() - began)
 
-        start, tasks = time.perf_counter(), []
+        start, tasks, cpu = time.perf_counter(), [], cpu_seconds()
         for i in range(int(rate * seconds)):
             delay = start + i / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(job_ids[i % len(job_ids)])))
-        await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+        _, late = await asyncio.wait(tasks, timeout=30)
+        for task in late:  # still unanswered 30 s after the last was sent: counted as errors
+            task.cancel()
+        errors += len(late)
         report(f"poll GET /v1/jobs/{{id}} @{rate:.0f}/s", latencies, errors, time.perf_counter() - start)
+        report_cpu(cpu, len(tasks))
+    finally:
+        client.close()
 
 
 def submit_phase(client: httpx.Client, spec: dict[str, Any], count: int) -> list[str]:
@@ -312,14 +361,66 @@ def server_side(url: str, route: str) -> None:
     )
 
 
+async def inflight_phase(url: str, job_ids: list[str], inflight: int, seconds: float) -> None:
+    """Closed loop: `inflight` requests always outstanding (each client sends its next request
+    when its answer came); throughput should not fall below the paced rate."""
+    latencies: list[float] = []
+    errors = 0
+    client = RawClient(url, inflight)
+    try:
+        end = time.perf_counter() + seconds
+
+        async def loop(n: int) -> None:
+            nonlocal errors
+            while time.perf_counter() < end:
+                began = time.perf_counter()
+                try:
+                    ok = await client.get(f"/v1/jobs/{job_ids[n % len(job_ids)]}") == 200
+                except (OSError, asyncio.IncompleteReadError):
+                    ok = False
+                if ok:
+                    latencies.append(time.perf_counter() - began)
+                else:
+                    errors += 1
+                n += inflight
+
+        start, cpu = time.perf_counter(), cpu_seconds()
+        loops = [asyncio.create_task(loop(i)) for i in range(inflight)]
+        _, late = await asyncio.wait(loops, timeout=seconds + 60)
+        for task in late:
+            task.cancel()
+        report(f"in flight GET /v1/jobs/{{id}} x{inflight}", latencies, errors, time.perf_counter() - start)
+        report_cpu(cpu, len(latencies) + errors)
+    finally:
+        client.close()
+
+
+def training_job(client: httpx.Client, spec: dict[str, Any]) -> str:
+    """A job left training while the polling phases run (the issue's setting: the API shares the
+    CPU with a worker that is training)."""
+    job = client.post("/v1/jobs", json=spec).json()
+    end = time.monotonic() + 120
+    while job["status"] == "queued" and time.monotonic() < end:
+        time.sleep(0.2)
+        job = client.get(f"/v1/jobs/{job['id']}").json()
+    print(f"{'training during polling':28s} job {job['id']} {job['status']}", flush=True)
+    return str(job["id"])
+
+
 def run(url: str, args: argparse.Namespace) -> None:
     with httpx.Client(base_url=url, timeout=30, headers=HEADERS) as client:
         spec = tiny_spec(client, steps=10_000)  # long: pickups are cancelled as soon as they run
         print(f"service {url}", flush=True)
         pickup_phase(client, spec, args.pickups, deadline_s=60)
         ids = submit_phase(client, spec, args.submissions)
-    asyncio.run(poll_phase(url, ids, args.rate, args.duration, args.clients))
-    server_side(url, "/v1/jobs/{job_id}")
+        training = training_job(client, spec)
+        try:
+            asyncio.run(poll_phase(url, [training, *ids], args.rate, args.duration, args.clients))
+            server_side(url, "/v1/jobs/{job_id}")
+            if args.inflight:
+                asyncio.run(inflight_phase(url, [training, *ids], args.inflight, args.duration))
+        finally:
+            client.post(f"/v1/jobs/{training}/cancel")
 
 
 def main() -> int:
@@ -331,6 +432,12 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16, help="concurrent connections (16)")
     parser.add_argument("--submissions", type=int, default=50, help="jobs submitted (50)")
     parser.add_argument("--pickups", type=int, default=5, help="jobs whose pickup delay is measured (5)")
+    parser.add_argument(
+        "--inflight",
+        type=int,
+        default=200,
+        help="requests kept in flight in the closed-loop phase (200; 0: skip)",
+    )
     args = parser.parse_args()
     if args.url:
         run(args.url, args)

@@ -4,13 +4,18 @@
     export LETHE_CACHE_DIR=$PWD/.lethe/cache HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1
     python bench/judge_check.py                       # answer-only (before) and trained (after)
     python bench/judge_check.py --judges trained --json runs/judge_bench/trained.json
+    python bench/judge_check.py --judges trained,trained+data --validation   # choose on this
 
 Each judge is trained exactly as a job of `--spec` trains it (`pipeline.make_judge`): on the
 model's own answers to the spec's forget prompts (harmful) and to its normal prompts, plus the
 built-in refusals (harmless). The answers are generated once and cached under `--cache` (as a run
 folder caches them). `answer-only` is the trained judge without the prompts, the `trained` judge
-before the prompt-aware one (`judges.train_answer_classifier`, same texts and seed). The check set
-is never training data: the script stops if one of its responses is among the training texts.
+before the prompt-aware one (`judges.train_answer_classifier`, same texts and seed);
+`trained+data` is the `trained` judge also trained on the train split of the shipped
+judge-training data (`builtin:judge_train`), to show what that data adds. The check set is never
+training data: the script stops if one of its responses is among the training texts.
+`--validation` measures on the validation split of `builtin:judge_train` instead (never trained
+on): what the judge's settings are to be chosen on.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 import torch
 
 from lethe.core.data.examples import Example
+from lethe.core.evaluation.judge_data import TRAINING_SOURCE, load_judge_training
 from lethe.core.evaluation.judges import (
     Judge,
     JudgeSpec,
@@ -34,6 +40,7 @@ from lethe.core.evaluation.judges import (
     judge_accuracy,
     load_check_set,
     train_answer_classifier,
+    train_judge,
 )
 from lethe.core.models.loading import load_model
 from lethe.core.run import pipeline
@@ -65,12 +72,18 @@ def make(name: str, spec: JudgeSpec, forget: list[Example], normal: list[Example
         return train_answer_classifier(spec, harmful, harmless, seed)
     if name == "refusal":
         return RefusalJudge()
+    if name == "trained+data":
+        pairs = pipeline._judge_pairs(forget, normal)
+        return train_judge(spec, harmful, harmless, seed, pairs, load_judge_training())
     return build_judge(spec, harmful, harmless, seed, pipeline._judge_pairs(forget, normal))
 
 
 def check_unseen(rows: Sequence[dict[str, Any]], forget: list[Example], normal: list[Example]) -> None:
     harmful, harmless = pipeline._judge_texts(forget, normal)
-    seen = {t.strip() for t in [*harmful, *harmless, *(e.prompt for e in [*forget, *normal])] if t.strip()}
+    shipped = load_check_set(TRAINING_SOURCE, split="train")  # the shipped training data
+    texts = [*harmful, *harmless, *(e.prompt for e in [*forget, *normal])]
+    texts += [r[k] for r in shipped for k in ("prompt", "response")]
+    seen = {t.strip() for t in texts if t.strip()}
     clashes = [r for r in rows if r["response"].strip() in seen or r["prompt"].strip() in seen]
     if clashes:
         raise SystemExit(f"{len(clashes)} check-set rows are training texts of the judge: {clashes[:3]}")
@@ -103,8 +116,13 @@ def table(reports: dict[str, dict[str, Any]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default=str(ROOT / "examples" / "harmful-smollm2.yaml"))
-    parser.add_argument("--judges", default="answer-only,trained", help="answer-only, trained, refusal")
+    parser.add_argument(
+        "--judges", default="answer-only,trained", help="answer-only, trained, trained+data, refusal"
+    )
     parser.add_argument("--check", default="builtin:judge_check")
+    parser.add_argument(
+        "--validation", action="store_true", help="measure on the validation split of builtin:judge_train"
+    )
     parser.add_argument("--cache", default=str(ROOT / "runs" / "judge_bench"))
     parser.add_argument("--json", help="also write the reports here")
     parser.add_argument("--errors", action="store_true", help="list the rows each judge gets wrong")
@@ -113,7 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = load_spec(args.spec)
     spec = spec.model_copy(update={"model": spec.model.model_copy(update={"device": "cpu"})})
     forget, normal = job_answers(spec, Path(args.cache))
-    rows = load_check_set(args.check)
+    if args.validation:
+        rows = load_check_set(TRAINING_SOURCE, split="validation")
+    else:
+        rows = load_check_set(args.check)
     check_unseen(rows, forget, normal)
     reports = {}
     for name in args.judges.split(","):

@@ -1,16 +1,22 @@
 """Seconds per step and peak memory of each method's step next to a plain LoRA fine-tuning step.
 
-For every method (or `--method NAME`), three configurations see the same packed batch (the rows
-that method's terms need: forget, random-answer, refusal, normal): `plain` is one NLL over every
-row (plain LoRA fine-tuning over the same tokens), `live` is the method's step with a no-grad
-reference forward where it needs one (the adapter disabled), `cached` the same step reading the
-reference's outputs from a cache built before timing (`train.cache_reference`). All run AdamW.
-Each configuration runs in its own process so its peak RSS is its own. With `--yao` the reference
-implementation's step (../shared/bench/yao_step.py: two full models, separate passes) is timed
-too, and the ratio of our `yao` step to it is printed.
+For every method (or `--method NAME`), three configurations see the same rows (those the method's
+terms need: forget, random-answer, refusal, normal), batched as the engine batches them (per kind of
+rows, rows that share a prompt packed: core/training/step.py): `plain` is one NLL over every row's
+answer (plain LoRA fine-tuning over the same tokens), `live` is the method's step with an
+inference-mode reference forward where it needs one (the adapter disabled), `cached` the same step
+reading the reference's outputs from a cache built before timing (`train.cache_reference`). All run
+AdamW. Each configuration runs in its own process so its peak RSS is its own. With `--yao` the
+reference implementation's step (../shared/bench/yao_step.py: two full models, separate passes) is
+timed too, and the ratio of our `yao` step to it is printed.
 
     python bench/unlearn_step.py --model tiny-llama
     python bench/unlearn_step.py --model smollm2-135m-instruct --method yao --yao
+    python bench/unlearn_step.py --model smollm2-135m-instruct --yao --threads 1 --clock cpu
+
+`--clock cpu` times each step in CPU seconds of its process (one thread), which other processes
+sharing the cores do not inflate; `positions` is the tokens the model runs over per step (every
+forward, a live reference's included), `kind_positions` those of one batch per kind of rows.
 """
 
 from __future__ import annotations
@@ -36,11 +42,13 @@ def _text(rng: random.Random, n_words: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n_words))
 
 
-def synthetic_data(batch: int, rng: random.Random):
+def synthetic_data(batch: int, rng: random.Random, forget_words: int = 80):
     """PKU-like forget pairs (long answers) and TruthfulQA-like normal pairs, as in yao_step.py."""
     from lethe.core.data.examples import Example
 
-    forget = [Example(f"f{i}", _text(rng, rng.randint(12, 24)), _text(rng, 80)) for i in range(batch)]
+    forget = [
+        Example(f"f{i}", _text(rng, rng.randint(12, 24)), _text(rng, forget_words)) for i in range(batch)
+    ]
     normal = [
         Example(f"n{i}", _text(rng, rng.randint(6, 18)), _text(rng, rng.randint(3, 18)))
         for i in range(batch * 4)
@@ -53,14 +61,14 @@ def build(args: argparse.Namespace):
     reference source (none, live or cached)."""
     from lethe.core.data.examples import load_examples
     from lethe.core.data.tokens import collate, pad_id_of
-    from lethe.core.methods import METHODS, default_refusals, finetune_terms, terms_for
+    from lethe.core.methods import METHODS, Term, default_refusals, nll, terms_for
     from lethe.core.models.loading import load_model
     from lethe.core.models.lora import attach_lora
     from lethe.core.models.reference import Reference
     from lethe.core.spec.fields import LoraSpec, ModelSpec, PromptFormat
     from lethe.core.training.refcache import LiveReference, build_cache
     from lethe.core.training.rows import StageData, encode_rows, micro_batch_rows, row_kinds
-    from lethe.core.training.step import steered_layer, wanted_reference
+    from lethe.core.training.step import enable_gradient_checkpointing, steered_layer, wanted_reference
 
     model, tok = load_model(ModelSpec(name=args.model, device="cpu"))
     model = attach_lora(
@@ -71,7 +79,7 @@ def build(args: argparse.Namespace):
     if args.method == "yao":
         params["random_answers"] = args.random_answers
     terms = terms_for(METHODS[args.method].stage(**params))
-    forget, normal = synthetic_data(args.batch, random.Random(8888))
+    forget, normal = synthetic_data(args.batch, random.Random(8888), args.forget_words)
     refusals = [e.prompt for e in load_examples(default_refusals())]
     data = StageData(forget=forget, normal=normal, random_answers=args.random_answers, refusals=refusals)
     fmt = PromptFormat(max_length=args.seq)
@@ -91,8 +99,10 @@ def build(args: argparse.Namespace):
             batch_size=args.batch * 8,
             device=torch_device(model),
         )
-    if args.impl == "plain":  # one NLL over every row of the same packed batch
-        terms, slices, keys = finetune_terms(), {"forget": slice(0, len(encoded))}, None
+    if args.impl == "plain":  # one NLL per kind of rows: the same rows and batches, no reference
+        terms, keys = [Term(f"nll_{kind}", kind, 1.0, nll("mean")) for kind in slices], None
+    if args.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     return model, terms, batch, slices, keys, source
 
 
@@ -103,6 +113,7 @@ def torch_device(model):
 def run_one(args: argparse.Namespace) -> dict:
     import torch
 
+    from lethe.core.training.refcache import kind_batches
     from lethe.core.training.step import micro_batch_loss
 
     torch.set_num_threads(args.threads)
@@ -110,21 +121,31 @@ def run_one(args: argparse.Namespace) -> dict:
     model, terms, batch, slices, keys, source = build(args)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     model.train()
+    # cpu: this process's CPU seconds, which other processes sharing the cores do not inflate
+    # (one thread per process); wall: elapsed seconds
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    # tokens through the model per step (every forward, a live reference's included)
+    seen: list[int] = []
+    model.get_input_embeddings().register_forward_hook(lambda _m, a, _o: seen.append(a[0].numel()))
     times = []
     for _ in range(args.steps):
-        start = time.perf_counter()
-        loss, _ = micro_batch_loss(model, source, terms, batch, slices, keys)
-        loss.backward()
+        seen.clear()
+        start = clock()
+        micro_batch_loss(model, source, terms, batch, slices, keys, backward=1.0)  # as the engine does
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     timed = times[1:]  # the first step is a warm-up
+    kinds = kind_batches(batch, slices)
     return {
         "impl": args.impl,
         "method": args.method,
         "model": args.model,
         "tokens": int(batch["attention_mask"].sum()),
         "rows": int(batch["input_ids"].shape[0]),
+        # positions the model runs over (padding included; packed rows count once per prompt)
+        "positions": sum(seen),
+        "kind_positions": sum(int(k["input_ids"].numel()) for k in kinds.values()),
         "s_per_step_median": round(statistics.median(timed), 4),
         "s_per_step_min": round(min(timed), 4),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
@@ -154,6 +175,11 @@ def _child(args: argparse.Namespace, method: str, impl: str) -> dict:
         str(args.lora_r),
         "--random-answers",
         str(args.random_answers),
+        "--forget-words",
+        str(args.forget_words),
+        "--clock",
+        args.clock,
+        *(["--gradient-checkpointing"] if args.gradient_checkpointing else []),
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -174,9 +200,13 @@ def _yao(args: argparse.Namespace) -> dict | None:
         from lethe.core.models.loading import prepare
 
         env = {**os.environ, "LETHE_SMOLLM2_DIR": str(prepare("smollm2-135m-instruct"))}
+    # the reference script times with time.perf_counter; under --clock cpu it reads CPU time instead
+    patch = "import runpy, sys, time; time.perf_counter = time.process_time; "
+    run = f"sys.argv[0] = {str(script)!r}; runpy.run_path(sys.argv[0], run_name='__main__')"
+    launcher = ["-c", patch + run] if args.clock == "cpu" else [str(script)]
     cmd = [
         sys.executable,
-        str(script),
+        *launcher,
         "--model",
         kind,
         "--lora",
@@ -209,10 +239,10 @@ def table(results: list[dict]) -> str:
     """Markdown: one line per method, plain / live / cached seconds per step and peak RSS."""
     lines = [
         (
-            "| method | rows | tokens | plain s/step | live s/step | cached s/step | live/plain | "
-            "cached/plain | peak RSS plain / live / cached (GB) |"
+            "| method | rows | tokens | positions | plain s/step | live s/step | cached s/step | "
+            "live/plain | cached/plain | peak RSS plain / live / cached (GB) |"
         ),
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     by_method: dict[str, dict[str, dict]] = {}
     for row in results:
@@ -224,6 +254,7 @@ def table(results: list[dict]) -> str:
             method,
             live["rows"],
             live["tokens"],
+            live.get("positions", "-"),
             base,
             live["s_per_step_median"],
             cached["s_per_step_median"] if cached else "-",
@@ -233,6 +264,18 @@ def table(results: list[dict]) -> str:
         ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
+
+
+def versus_reference(results: list[dict], yao: dict) -> dict:
+    """Our yao step (live, cached) over the reference implementation's, and live over plain."""
+    ours = {r["impl"]: r for r in results if r["method"] == "yao"}
+    out = {}
+    for impl in ("live", "cached"):
+        if impl in ours:
+            out[f"{impl}_over_yao"] = round(ours[impl]["s_per_step_median"] / yao["s_per_step_median"], 3)
+            out[f"rss_{impl}_over_yao"] = round(ours[impl]["peak_rss_gb"] / yao["peak_rss_gb"], 3)
+    out["live_over_plain"] = round(ours["live"]["s_per_step_median"] / ours["plain"]["s_per_step_median"], 3)
+    return out
 
 
 def main() -> None:
@@ -247,6 +290,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lora-r", type=int, default=32)
     parser.add_argument("--random-answers", type=int, default=5, help="K; Yao's code uses 5")
+    parser.add_argument("--clock", choices=["cpu", "wall"], default="wall", help="cpu: process CPU seconds")
+    parser.add_argument("--forget-words", type=int, default=80, help="words per forget answer")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="train.gradient_checkpointing")
     parser.add_argument("--yao", action="store_true", help="also time ../shared/bench/yao_step.py")
     parser.add_argument("--one", choices=["plain", "live", "cached"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -264,16 +310,8 @@ def main() -> None:
     print(table(results))
     yao = _yao(args) if args.yao and "yao" in methods else None
     if yao:
-        ours = next(r for r in results if r["method"] == "yao" and r["impl"] == "live")
         print(json.dumps(yao))
-        print(
-            json.dumps(
-                {
-                    "ours_over_yao": round(ours["s_per_step_median"] / yao["s_per_step_median"], 3),
-                    "rss_ours_over_yao": round(ours["peak_rss_gb"] / yao["peak_rss_gb"], 3),
-                }
-            )
-        )
+        print(json.dumps(versus_reference(results, yao)))
 
 
 if __name__ == "__main__":

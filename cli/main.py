@@ -139,8 +139,9 @@ class _progress_bar:
         if self.bar is None or self.stage != p.stage:
             self._close()
             self.bar, self.stage = tqdm(total=p.total, desc=p.stage, file=sys.stderr), p.stage
-            self.bar.update(p.step - 1)
-        self.bar.update(1)
+        # `p.step` is the count done so far (a resumed stage starts past 0; evaluation reports a
+        # whole batch of examples at once), so the bar moves to it rather than by one
+        self.bar.update(p.step - self.bar.n)
         self.bar.set_postfix({k: f"{v:.3f}" for k, v in p.losses.items() if k != "grad_norm"})
 
 

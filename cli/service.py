@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 from collections.abc import Sequence
+from types import FrameType
+from typing import Any
 
 from lethe.service.infra.settings import Settings
 
@@ -57,8 +60,6 @@ def _log(settings: Settings) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from lethe.cli.wiring import build_app
     from lethe.service.infra.migrate import NotMigrated, upgrade
 
@@ -81,8 +82,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "`lethe keys create --tenant NAME --scopes read,submit,admin`, or set LETHE_BOOTSTRAP_KEY",
             flush=True,
         )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower())
+    _serve(app, args.host, args.port, settings.log_level.lower())
     return 0
+
+
+def _serve(app: Any, host: str, port: int, log_level: str) -> None:
+    """uvicorn waits for every open connection before it exits, and a server-sent event stream
+    stays open until its job ends (hours). On SIGTERM or SIGINT, `app.state.closing` is set
+    first: the streams (api/routes/jobs.py) end at their next poll, so the server exits within
+    about a second and an EventSource reconnects elsewhere with Last-Event-ID."""
+    import uvicorn
+
+    closing = threading.Event()
+    app.state.closing = closing
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+    handle_exit = server.handle_exit
+
+    def close_streams_then_exit(sig: int, frame: FrameType | None) -> None:
+        closing.set()
+        handle_exit(sig, frame)
+
+    server.handle_exit = close_streams_then_exit  # type: ignore[method-assign]
+    server.run()
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:

@@ -60,7 +60,8 @@ def one_format(shipped: dict[str, Any]) -> dict[str, Any]:
 
 def variants(shipped: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """a: the one-format spec; b: rows drawn across formats; c: b with LoRA on every linear layer
-    and the robustness probes; d, e: b pushed harder (lr 6e-4 / 1e-3, 100 steps)."""
+    and the robustness probes; d, e: b pushed harder (lr 6e-4 / 1e-3, 100 steps); f, g: the
+    shipped spec with checkpoint selection, seeds 0 and 1."""
     a = one_format(shipped)
     a["eval"].update(copy.deepcopy(EVAL))
     b = copy.deepcopy(a)
@@ -72,6 +73,13 @@ def variants(shipped: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for name, lr in (("d", 6e-4), ("e", 1e-3)):
         out[name] = copy.deepcopy(b)
         out[name]["unlearn"]["train"].update(lr=lr, steps=100)
+    # f, g: the shipped spec (e with the probes) keeping the best checkpoint within +10 % normal
+    # perplexity (gold pairs past the evaluation's rows), seeds 0 and 1 (g: the noise, no probes)
+    out["f"] = copy.deepcopy(shipped)
+    out["f"]["select"] = {"every": 20, "patience": None}
+    out["g"] = copy.deepcopy(out["f"])
+    out["g"]["seed"] = 1
+    out["g"].pop("probes", None)
     for name, spec in out.items():
         spec["name"] = f"exp-{name}"
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from lethe.service.infra.runtime import Dispatcher, Runtime
 from lethe.service.infra.settings import Settings
 from lethe.service.jobs.claim import Outcome
-from lethe.service.jobs.execution import execute_job, requeue_orphans
+from lethe.service.jobs.execution import execute_job, next_waiting, requeue_orphans
 
 log = logging.getLogger(__name__)
 TASK_NAME = "lethe.run_job"
@@ -29,6 +30,7 @@ class CeleryDispatcher:
         from lethe.worker.celery_app import make_celery
 
         self.app = make_celery(settings)
+        self.grace_s = settings.job_lease_s  # how long an unacknowledged message's worker has to act
 
     def dispatch(self, job_id: uuid.UUID, queue: str) -> None:
         # A short publish retry: the API answers 503 quickly when the broker is down.
@@ -51,14 +53,15 @@ class CeleryDispatcher:
             conn.ensure_connection(max_retries=1, timeout=2)
 
     def pending(self) -> set[uuid.UUID] | None:
-        """Jobs the broker holds (waiting in a queue, or delivered and not yet acknowledged);
-        None when the transport cannot be inspected (only Redis can)."""
+        """Jobs the broker holds for a live consumer (waiting in a queue, or delivered and due to
+        be acted on less than a lease ago: see `broker_scan`); None when the transport cannot be
+        inspected (only Redis can)."""
         from lethe.worker.broker_scan import redis_pending
 
         with self.app.connection_for_read() as conn:
             if conn.transport_cls not in ("redis", "rediss"):
                 return None
-            return redis_pending(conn.default_channel, QUEUES)
+            return redis_pending(conn.default_channel, QUEUES, time.time(), self.grace_s)
 
 
 class InProcessDispatcher:
@@ -72,8 +75,10 @@ class InProcessDispatcher:
         retry_after_s: float,
         recover: Callable[[], list[tuple[uuid.UUID, str]]] | None = None,
         defer_s: float | None = None,
+        next_waiting: Callable[[str], uuid.UUID | None] | None = None,
     ) -> None:
         self.execute, self.retry_after_s, self.recover = execute, retry_after_s, recover
+        self.next_waiting = next_waiting  # the job in turn for a slot that freed (see _start_next)
         self.defer_s = retry_after_s if defer_s is None else defer_s
         self.queue: queue.Queue[uuid.UUID | None] = queue.Queue()
         self._held: Counter[uuid.UUID] = Counter()  # queued, running or waiting for a retry here
@@ -125,10 +130,22 @@ class InProcessDispatcher:
                     timer = threading.Timer(wait, self.queue.put, (job_id,))
                     timer.daemon = True
                     timer.start()
+                elif outcome is Outcome.DONE:
+                    self._start_next()
             except Exception:
                 log.exception("job %s: the worker failed outside the job", job_id)
             finally:
                 self._hold(job_id, -1)
+
+    def _start_next(self) -> None:
+        """A job ended: put the job in turn for its slot in the queue now, not at its retry."""
+        if self.next_waiting is None:
+            return
+        for name in QUEUES:
+            waiting = self.next_waiting(name)
+            if waiting is not None:
+                self.dispatch(waiting, name)
+                return
 
 
 def attach_dispatcher(rt: Runtime) -> Dispatcher:
@@ -142,5 +159,6 @@ def attach_dispatcher(rt: Runtime) -> Dispatcher:
             rt.settings.job_lease_s,
             recover=lambda: requeue_orphans(rt),
             defer_s=rt.settings.quota_retry_after_s,
+            next_waiting=lambda queue: next_waiting(rt, queue),
         )
     return rt.dispatcher

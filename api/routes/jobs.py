@@ -4,7 +4,9 @@ artifacts."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -74,7 +76,11 @@ def submit_job(
         rt,
         slot,
         digest,
-        lambda: service.create_job(rt, spec, tenant=principal.tenant, callback_url=callback_url).id,
+        lambda: (
+            service.create_job(
+                rt, spec, tenant=principal.tenant, callback_url=callback_url, submitted_by=principal.key_id
+            ).id
+        ),
     )
     response.headers["Location"] = f"/v1/jobs/{job_id}"
     if replayed:
@@ -99,10 +105,53 @@ def _read_job(rt: Runtime, job_id: uuid.UUID, tenant: str) -> JobDetail:
         return job_detail(service.get_job(session, job_id, tenant=tenant))
 
 
-@router.get("/{job_id:uuid}", name="get", responses=READ_ERRORS)
-async def get_job(rt: RuntimeDep, principal: ReadDep, job_id: uuid.UUID) -> JobDetail:
-    """The job's status, stage, progress, metrics and error (the endpoint clients poll)."""
-    return await run_in_threadpool(_read_job, rt, job_id, principal.tenant)
+def _job_json(rt: Runtime, job_id: uuid.UUID, tenant: str) -> bytes:
+    """The job as the JSON body of GET /v1/jobs/{id}: one query, serialised once (a returned
+    model would be validated again against the response model, a second walk over the spec)."""
+    return _read_job(rt, job_id, tenant).model_dump_json().encode()
+
+
+def _etag(body: bytes) -> str:
+    return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+
+
+def _not_modified(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 weak comparison: a listed tag (with or without W/) or `*` matches."""
+    if not if_none_match:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in tags or etag in tags
+
+
+IfNoneMatch = Annotated[
+    str | None,
+    Header(
+        max_length=2000,
+        description="the `ETag` of an earlier answer: 304 with no body while the job is unchanged",
+    ),
+]
+
+
+@router.get(
+    "/{job_id:uuid}",
+    name="get",
+    response_model=JobDetail,
+    responses={
+        **READ_ERRORS,
+        200: {"headers": {"ETag": {"description": "the answer's version", "schema": {"type": "string"}}}},
+        304: {"description": "not modified: the job is as it was when its `ETag` was given"},
+    },
+)
+async def get_job(
+    rt: RuntimeDep, principal: ReadDep, job_id: uuid.UUID, if_none_match: IfNoneMatch = None
+) -> Response:
+    """The job's status, stage, progress, metrics and error (the endpoint clients poll). Send the
+    `ETag` back in `If-None-Match` to get a 304 while nothing changed."""
+    body = await run_in_threadpool(_job_json, rt, job_id, principal.tenant)
+    headers = {"ETag": _etag(body), "Cache-Control": "no-cache"}
+    if _not_modified(if_none_match, headers["ETag"]):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.post("/{job_id:uuid}/cancel", name="cancel", responses=errors(401, 403, 404, 409, 413, 422, 503))
@@ -124,10 +173,21 @@ def _sse(event: JobEvent) -> str:
     return f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
 
 
-async def _stream(rt: Runtime, job_id: uuid.UUID, after: int, tenant: str) -> AsyncIterator[str]:
-    """Events as they are written, until the job has ended and every event was sent."""
+def _closing(request: Request) -> threading.Event:
+    """Set when the server shuts down (`lethe serve` sets it on SIGTERM): open streams end, so an
+    idle follower of a long job does not keep the process from exiting; an EventSource reconnects
+    (to another replica) with Last-Event-ID and misses nothing."""
+    closing = getattr(request.app.state, "closing", None)
+    return closing if isinstance(closing, threading.Event) else threading.Event()
+
+
+async def _stream(
+    rt: Runtime, job_id: uuid.UUID, after: int, tenant: str, closing: threading.Event
+) -> AsyncIterator[str]:
+    """Events as they are written, until the job has ended and every event was sent, or the
+    server shuts down."""
     last, quiet = after, 0.0
-    while True:
+    while not closing.is_set():
         state, events = await run_in_threadpool(_poll, rt, job_id, last, tenant)
         for event in events:
             yield _sse(event)
@@ -141,9 +201,11 @@ async def _stream(rt: Runtime, job_id: uuid.UUID, after: int, tenant: str) -> As
         await asyncio.sleep(SSE_POLL_S)
 
 
-def _event_stream(rt: Runtime, job_id: uuid.UUID, after: int, tenant: str) -> StreamingResponse:
+def _event_stream(
+    rt: Runtime, job_id: uuid.UUID, after: int, tenant: str, closing: threading.Event
+) -> StreamingResponse:
     return StreamingResponse(
-        _stream(rt, job_id, after, tenant),
+        _stream(rt, job_id, after, tenant, closing),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -173,7 +235,7 @@ def job_events(
     """The job's progress log, oldest first (`GET .../events/stream` follows it live)."""
     if stream or "text/event-stream" in request.headers.get("accept", ""):
         service.get_job(session, job_id, tenant=principal.tenant)  # 404 before the stream starts
-        return _event_stream(rt, job_id, max(after, last_event_id or 0), principal.tenant)
+        return _event_stream(rt, job_id, max(after, last_event_id or 0), principal.tenant, _closing(request))
     events = service.list_events(session, job_id, after, limit, tenant=principal.tenant)
     return [EventOut.model_validate(e) for e in events]
 
@@ -192,6 +254,7 @@ def job_events(
     },
 )
 def stream_job_events(
+    request: Request,
     rt: RuntimeDep,
     session: SessionDep,
     principal: ReadDep,
@@ -201,7 +264,7 @@ def stream_job_events(
 ) -> StreamingResponse:
     """The job's progress log as server-sent events, live until the job ends."""
     service.get_job(session, job_id, tenant=principal.tenant)  # 404 before the stream starts
-    return _event_stream(rt, job_id, max(after, last_event_id), principal.tenant)
+    return _event_stream(rt, job_id, max(after, last_event_id), principal.tenant, _closing(request))
 
 
 def artifact_out(row: Artifact) -> ArtifactOut:

@@ -55,7 +55,7 @@ def load_classifier(path: str | Path, num_labels: int | None = None) -> tuple[An
             f"judge model folder {str(folder)!r} not found or has no config.json "
             "(expected a local Hugging Face checkpoint folder)"
         )
-    extra = {"num_labels": num_labels} if num_labels is not None else {}
+    extra: dict[str, Any] = {"num_labels": num_labels} if num_labels is not None else {}
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
         model = transformers.AutoModelForSequenceClassification.from_pretrained(

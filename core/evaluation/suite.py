@@ -16,6 +16,8 @@ from lethe.core.evaluation import scores
 from lethe.core.evaluation.generation import generate
 from lethe.core.evaluation.judges import Judge
 from lethe.core.evaluation.likelihood import answer_nll, choice_logliks
+from lethe.core.evaluation.privacy_eval import PrivacyRun, PrivacySets, evaluate_privacy
+from lethe.core.evaluation.privacy_eval import planned as planned_privacy
 from lethe.core.spec.fields import EvalSpec, PromptFormat
 
 Row = dict[str, Any]
@@ -32,6 +34,7 @@ class EvalSets:
     copyright_forget: list[Example] = field(default_factory=list)
     copyright_retain: list[Example] = field(default_factory=list)
     harmful_sets: dict[str, list[Example]] = field(default_factory=dict)  # further sets, by name
+    privacy: PrivacySets | None = None  # people's records (`eval.privacy`)
 
 
 @dataclass
@@ -226,6 +229,11 @@ def evaluate(
     if sets.benign_prompts:
         rows = _collect_benign(run, sets.benign_prompts[:cap], reference_responses)
         _record(result, "benign_prompts", rows, _score_benign(rows))
+    if sets.privacy is not None and spec.privacy is not None:
+        private = PrivacyRun(model, tokenizer, spec.privacy, fmt, spec.batch_size, run.tick)
+        private_metrics, private_rows = evaluate_privacy(private, sets.privacy)
+        result.metrics.update(private_metrics)
+        result.per_example.update(private_rows)
     _evaluate_variants(result, run, sets, judge)
     return result
 
@@ -239,7 +247,8 @@ def planned_examples(spec: EvalSpec, sets: EvalSets, forget: list[Example] | Non
     once = sum(min(len(s), cap) for s in sized)
     copyright = sum(min(len(s), cap_copyright) for s in (sets.copyright_forget, sets.copyright_retain))
     per_format = sum(min(len(s), cap) for s in [*harmful, sets.benign_prompts])
-    return once + copyright + per_format * len(spec.formats)
+    private = planned_privacy(spec.privacy, sets.privacy) if sets.privacy and spec.privacy else 0
+    return once + copyright + per_format * len(spec.formats) + private
 
 
 def _renamed(metrics: dict[str, float], suffix: str) -> dict[str, float]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from lethe.core.methods.base import (
     Method,
+    PositionLoss,
     Reads,
     Reduction,
     RefNeed,
@@ -48,6 +49,7 @@ __all__ = [
     "IdkStage",
     "Method",
     "NpoStage",
+    "PositionLoss",
     "Reads",
     "Reduction",
     "RefNeed",

@@ -22,23 +22,27 @@ Rows = Literal["forget", "random", "normal", "idk"]
 Reduction = Literal["mean", "sum"]
 Reads = Literal["logits", "hidden"]
 RefNeed = Literal["logp", "logits", "hidden"]
+# a loss over the whole vocabulary at each scored position: (logits [N, V], the reference's logits
+# [N, V] or None, targets [N]) -> [N]; the step evaluates it in chunks of positions
+PositionLoss = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
 class TermInputs:
     """What a term's loss sees for its rows; fields a method does not need are None.
 
-    logp, targets, mask [B, T-1] (answer positions, already shifted); logits, ref_logits
-    [B, T-1, V]; ref_logp [B, T-1]; hidden, ref_hidden [B, T, D] (the steered layer's output);
-    tokens [B, T] (real tokens, for activation losses); pair: the paired rows' inputs.
+    logp, targets, mask [B, T-1] (answer positions, already shifted); ref_logp [B, T-1];
+    positions [B, T-1]: the term's `position_loss` at each scored position (0 elsewhere); hidden,
+    ref_hidden [B, T, D] (the steered layer's output); tokens [B, T] (real tokens, for activation
+    losses); pair: the paired rows' inputs. Full-vocabulary logits never reach a term: they exist
+    only inside the step's chunks, for the scored positions.
     """
 
     logp: torch.Tensor | None
     mask: torch.Tensor
-    logits: torch.Tensor | None
-    ref_logits: torch.Tensor | None = None
     targets: torch.Tensor | None = None
     ref_logp: torch.Tensor | None = None
+    positions: torch.Tensor | None = None
     hidden: torch.Tensor | None = None
     ref_hidden: torch.Tensor | None = None
     tokens: torch.Tensor | None = None
@@ -62,8 +66,10 @@ class Term:
     """One weighted loss over one kind of rows; `loss` returns one value per example.
 
     `reference`: what the loss needs of the original model on those rows (answer log-probs,
-    full logits, or the steered layer's activations). `reads`: whether the loss reads the trained
-    model's logits or the output of decoder layer `layer` (None: the default depth, see hidden.py).
+    logits at the answer positions, or the steered layer's activations). `reads`: whether the loss
+    reads the trained model's output layer or the output of decoder layer `layer` (None: the
+    default depth, see hidden.py). `position_loss`: a loss over the vocabulary at each answer
+    position (KL, distillation), which the step computes in chunks into `TermInputs.positions`.
     """
 
     name: str
@@ -74,6 +80,7 @@ class Term:
     reads: Reads = "logits"
     layer: int | None = None
     pair: Rows | None = None
+    position_loss: PositionLoss | None = None
 
     @property
     def needs_reference(self) -> bool:
@@ -103,12 +110,31 @@ def nll(reduction: Reduction) -> Callable[[TermInputs], torch.Tensor]:
     return lambda t: losses.sequence_nll(t.need("logp"), t.mask, reduction)
 
 
-def kl(t: TermInputs) -> torch.Tensor:
-    return losses.forward_kl(t.need("ref_logits"), t.need("logits"), t.mask)
+def position_mean(t: TermInputs) -> torch.Tensor:
+    """The loss of a term with a `position_loss`: its mean over each example's answer positions."""
+    return losses.token_mean(t.need("positions"), t.mask)
+
+
+def kl_term(name: str, rows: Rows, weight: float) -> Term:
+    """Forward KL to the original model over the answer positions of `rows` (Yao et al. eq. 4)."""
+    return Term(
+        name,
+        rows,
+        weight,
+        position_mean,
+        reference="logits",
+        position_loss=lambda logits, ref, _targets: losses.position_kl(_need(ref), logits),
+    )
+
+
+def _need(ref: torch.Tensor | None) -> torch.Tensor:
+    if ref is None:
+        raise RuntimeError("this position loss needs the reference's logits: declare reference='logits'")
+    return ref
 
 
 def retain(kind: Literal["nll", "kl"], weight: float, reduction: Reduction = "mean") -> Term:
     """The retain term most methods add: NLL of the normal answers, or forward KL to the original."""
     if kind == "kl":
-        return Term("normal_kl", "normal", weight, kl, reference="logits")
+        return kl_term("normal_kl", "normal", weight)
     return Term("retain", "normal", weight, nll(reduction))

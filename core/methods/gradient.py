@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from lethe.core.methods.base import Reduction, Term, ascent, kl, nll, retain
+from lethe.core.methods.base import Reduction, Term, ascent, kl_term, nll, retain
 from lethe.core.spec.fields import UnlearnCommon
 
 
@@ -41,7 +41,7 @@ def yao_terms(p: YaoStage) -> list[Term]:
     return [
         Term("forget", "forget", p.forget_weight, ascent(p.reduction)),
         Term("random", "random", p.random_weight, nll(p.reduction)),
-        Term("normal_kl", "normal", p.normal_weight, kl, reference="logits"),
+        kl_term("normal_kl", "normal", p.normal_weight),
     ]
 
 

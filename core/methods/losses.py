@@ -40,6 +40,12 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return -nll.view_as(targets), mask
 
 
+def position_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) at each position: logits [N, V], targets [N] -> [N] (fp32). The training step
+    calls it on scored positions only, in chunks; `token_logprobs` is the same over a padded batch."""
+    return -F.cross_entropy(logits.float(), targets, reduction="none")
+
+
 def sequence_nll(logp: torch.Tensor, mask: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Per-example negative log-likelihood of the answer, L(x, y) = -Σ_i log p(y_i | x, y_<i).
 
@@ -57,18 +63,30 @@ def gradient_ascent(logp: torch.Tensor, mask: torch.Tensor, reduction: str = "me
     return -sequence_nll(logp, mask, reduction)
 
 
+def token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-example mean of per-position values [B, T-1] over the scored positions (mask). [B]"""
+    return (values * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)
+
+
+def position_kl(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(ref_logits) ‖ softmax(logits)) at each position: [..., V] -> [...].
+
+    Forward KL, reference first: Σ_v p_ref (log p_ref - log p_θ), as in Yao et al. eq. 4. From
+    log-softmax in fp32 (the reference code's log(softmax + 1e-12) overflows in fp16).
+    """
+    log_p = F.log_softmax(logits.float(), dim=-1)
+    log_ref = F.log_softmax(ref_logits.float(), dim=-1)
+    return (log_ref.exp() * (log_ref - log_p)).sum(dim=-1)
+
+
 def forward_kl(ref_logits: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """L_nor = KL(h_θ0(x, y_<i) ‖ h_θ(x, y_<i)) per example, averaged over its scored positions.
 
     ref_logits, logits [B, T-1, V] are already aligned with mask [B, T-1] (drop the last position
-    of the model's logits). Forward KL, reference first: Σ_v p_ref (log p_ref - log p_θ), as in
-    Yao et al. eq. 4. Computed from log-softmax in fp32 (the reference code's log(softmax + 1e-12)
-    overflows in fp16). Returns [B].
+    of the model's logits). The training step evaluates `position_kl` at scored positions only,
+    in chunks, and takes the same `token_mean`. Returns [B].
     """
-    log_p = F.log_softmax(logits.float(), dim=-1)
-    log_ref = F.log_softmax(ref_logits.float(), dim=-1)
-    per_position = (log_ref.exp() * (log_ref - log_p)).sum(dim=-1)
-    return (per_position * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)
+    return token_mean(position_kl(ref_logits, logits), mask)
 
 
 def sequence_logprob(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -122,6 +140,20 @@ def dpo(
     return -(2.0 / beta) * F.logsigmoid(beta * (win - lose))
 
 
+def position_undial(
+    logits: torch.Tensor, ref_logits: torch.Tensor, targets: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """UNDIAL's cross-entropy at each position: CE(softmax(z_ref - β·onehot(y)), softmax(z_θ)).
+
+    logits, ref_logits [..., V], targets [...] -> [...]; fp32 (see `undial`).
+    """
+    index = targets.unsqueeze(-1)
+    lowered = torch.full(index.shape, -beta, dtype=torch.float32, device=ref_logits.device)
+    adjusted = ref_logits.float().scatter_add(-1, index, lowered)
+    teacher = F.softmax(adjusted, dim=-1)
+    return -(teacher * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1)
+
+
 def undial(
     logits: torch.Tensor, ref_logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, beta: float
 ) -> torch.Tensor:
@@ -134,12 +166,7 @@ def undial(
     are aligned with targets and mask [B, T-1]; averaged over answer positions only (the
     reference code also averaged over prompt and padding). fp32. [B]
     """
-    index = targets.unsqueeze(-1)
-    lowered = torch.full(index.shape, -beta, dtype=torch.float32, device=ref_logits.device)
-    adjusted = ref_logits.float().scatter_add(-1, index, lowered)
-    teacher = F.softmax(adjusted, dim=-1)
-    cross_entropy = -(teacher * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1)
-    return (cross_entropy * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)
+    return token_mean(position_undial(logits, ref_logits, targets, beta), mask)
 
 
 def activation_mse(hidden: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 from pydantic import Field
 
 from lethe.core.methods import losses
-from lethe.core.methods.base import Term, TermInputs, retain
+from lethe.core.methods.base import Term, TermInputs, position_mean, retain
 from lethe.core.spec.fields import UnlearnCommon
 
 
@@ -65,10 +65,19 @@ def rmu_terms(p: RmuStage) -> list[Term]:
 
 
 def undial_terms(p: UndialStage) -> list[Term]:
-    def loss(t: TermInputs) -> torch.Tensor:
-        return losses.undial(t.need("logits"), t.need("ref_logits"), t.need("targets"), t.mask, p.beta)
+    def position(logits: torch.Tensor, ref: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
+        if ref is None:
+            raise RuntimeError("undial needs the reference's logits")
+        return losses.position_undial(logits, ref, targets, p.beta)
 
     return [
-        Term("undial", "forget", p.forget_weight, loss, reference="logits"),
+        Term(
+            "undial",
+            "forget",
+            p.forget_weight,
+            position_mean,
+            reference="logits",
+            position_loss=position,
+        ),
         retain("nll", p.retain_weight),
     ]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import torch
 
+from lethe.core.models import hidden
 from lethe.core.models.lora import is_peft
 from lethe.core.models.weights import load_trainable_
 
@@ -48,6 +49,30 @@ class Reference:
             if self._start is not None:
                 return torch.func.functional_call(target, self._start, args=(), kwargs=inputs).logits
             return target(**inputs).logits
+
+    def forward_split(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        layer: int | None,
+        at_head: Callable[[torch.Tensor], Any] | None,
+        **extra: torch.Tensor,
+    ) -> tuple[Any, torch.Tensor | None]:
+        """`hidden.forward_split` on the original model, under `torch.inference_mode` (no autograd
+        bookkeeping at all): `at_head` runs inside the reference's context, so the output layer it
+        applies is the original one; `extra` goes to the model (position_ids). Returned tensors are
+        inference tensors: clone what must meet autograd."""
+        target = self.module
+        start = self._start
+
+        def call(ids: torch.Tensor, att: torch.Tensor) -> Any:
+            inputs = {"input_ids": ids, "attention_mask": att, **extra}
+            if start is not None:
+                return torch.func.functional_call(target, start, args=(), kwargs=inputs)
+            return target(**inputs)
+
+        with torch.inference_mode(), _eval_mode(target), self._context():
+            return hidden.forward_split(call, target, input_ids, attention_mask, layer, at_head)
 
 
 @contextmanager

@@ -1,4 +1,10 @@
-"""Writing the self-describing run folder. Every file is written atomically (temp + rename)."""
+"""Writing the self-describing run folder. Every file is written atomically (temp + rename).
+
+While `fenced(check)` is active (`run_job` installs its hooks' fence), every write of this module
+calls `check` first, so a run that may no longer write (its service claim was taken over) raises
+instead of overwriting the files of the attempt that replaced it. The check is a context variable:
+runs on other threads (the embedded service's workers) keep their own.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,9 @@ import os
 import platform
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -22,11 +29,31 @@ from lethe.core.spec.job import JobSpec, dump_spec
 PACKAGES = ("lethe", "torch", "transformers", "peft", "tokenizers", "pydantic", "sacrebleu", "rouge-score")
 
 
+_FENCE: ContextVar[Callable[[], None] | None] = ContextVar("lethe_run_folder_fence", default=None)
+
+
 class RunFolderError(ValueError):
     """The output folder belongs to a different job."""
 
 
+@contextmanager
+def fenced(check: Callable[[], None] | None) -> Iterator[None]:
+    """Call `check` before every write of this module in this block (on this thread)."""
+    token = _FENCE.set(check)
+    try:
+        yield
+    finally:
+        _FENCE.reset(token)
+
+
+def check_fence() -> None:
+    check = _FENCE.get()
+    if check is not None:
+        check()
+
+
 def write_text(path: Path, text: str) -> None:
+    check_fence()
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
@@ -99,6 +126,7 @@ def save_weights(model: Any, out: Path, is_lora: bool, base_model: str | None = 
 
     `base_model`, when given, is written as the adapter config's `base_model_name_or_path`, for
     a base peft cannot name itself (see `lethe.core.models.loading.base_reference`)."""
+    check_fence()
     target = out / ("adapter" if is_lora else "model")
     partial = target.with_name(target.name + ".partial")
     if partial.exists():
@@ -108,6 +136,7 @@ def save_weights(model: Any, out: Path, is_lora: bool, base_model: str | None = 
         config_path = partial / "adapter_config.json"
         config = json.loads(config_path.read_text(encoding="utf-8"))
         write_json(config_path, {**config, "base_model_name_or_path": base_model})
+    check_fence()  # saving took a while: the job may have been taken over meanwhile
     if target.exists():
         shutil.rmtree(target)
     os.replace(partial, target)

@@ -23,6 +23,8 @@ from lethe.core.data.examples import DataError, Example, load_examples, load_mc_
 from lethe.core.data.tokens import render_template
 from lethe.core.evaluation import EvalSets, build_judge, compare, evaluate, generate, load_check_set
 from lethe.core.evaluation.judges import JudgePairs, judge_warning
+from lethe.core.evaluation.privacy_checks import all_passed, privacy_checks
+from lethe.core.evaluation.privacy_eval import load_privacy_sets
 from lethe.core.evaluation.scores import is_degenerate, is_refusal
 from lethe.core.evaluation.suite import planned_examples
 from lethe.core.methods import finetune_terms, terms_for
@@ -75,6 +77,7 @@ def load_eval_sets(spec: JobSpec) -> EvalSets:
         copyright_forget=_load(copyright.forget_text) if copyright else [],
         copyright_retain=_load(copyright.retain_text) if copyright else [],
         harmful_sets={name: _load(ref) for name, ref in ev.harmful_sets.items()},
+        privacy=load_privacy_sets(ev.privacy) if ev.privacy else None,
     )
 
 
@@ -222,9 +225,10 @@ def run_job(spec: JobSpec, out_dir: Path, hooks: RunHooks | None = None) -> RunS
     """Run (or resume) a job and write its run folder; raise `Cancelled` if asked to stop."""
     hooks = hooks or RunHooks()
     out = Path(out_dir)
-    runfolder.start(out, spec)
-    with runfolder.log_to(out / "run.log"):
-        return _run(spec, out, hooks)
+    with runfolder.fenced(hooks.fence):
+        runfolder.start(out, spec)
+        with runfolder.log_to(out / "run.log"):
+            return _run(spec, out, hooks)
 
 
 def _stage(hooks: RunHooks, name: str) -> None:
@@ -302,13 +306,22 @@ def _run(spec: JobSpec, out: Path, hooks: RunHooks) -> RunSummary:
         _stage(hooks, "probes")
         probes = probes_report(spec, model, tokenizer, judge, sets, forget, normal, out, start, hooks)
     report = judge_report(judge, spec)
-    metrics = runfolder.write_metrics(
-        out, before, after, compare(before["metrics"], after["metrics"]), report, result
-    )
+    metrics = runfolder.write_metrics(out, before, after, _comparison(spec, before, after), report, result)
     warning = report["judge_warning"] if report else None  # also top level: a reader must not miss it
     metrics = extend_metrics(out, metrics, selection=result.selection, probes=probes, judge_warning=warning)
     _stage(hooks, "done")
     return RunSummary(out_dir=out, metrics=metrics, stopped_reason=result.stopped_reason)
+
+
+def _comparison(spec: JobSpec, before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Before/after comparison; with `eval.privacy`, also its checks against the declared thresholds
+    (in `comparison`, so the certificate carries them)."""
+    comparison = compare(before["metrics"], after["metrics"])
+    if spec.eval.privacy is not None:
+        checks = privacy_checks(before["metrics"], after["metrics"], spec.eval.privacy.thresholds)
+        comparison["privacy_checks"] = checks
+        comparison["privacy_passed"] = all_passed(checks)
+    return comparison
 
 
 def _make_stage(

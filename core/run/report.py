@@ -7,6 +7,8 @@ from typing import Any
 
 # lower is better for these; for the rest higher is better (shown as an arrow in the table)
 LOWER_IS_BETTER = {"harmful_rate", "over_refusal", "normal_ppl", "bleu", "rougeL"}
+# privacy (eval.privacy): what is known about the forgotten people (`privacy_leak/NAME` is one of them)
+LOWER_IS_BETTER |= {"privacy_leak_forget", "privacy_leak", "privacy_qa_forget", "privacy_qa"}
 
 
 def lower_is_better(name: str) -> bool:
@@ -46,4 +48,7 @@ def before_after_table(metrics: dict[str, Any]) -> str:
     for key in ("harmful_rate_reduction", "effectiveness_E"):
         if comparison.get(key) is not None:
             lines.append(f"{key}: {_fmt(comparison[key])}")
+    for check in comparison.get("privacy_checks") or []:  # eval.privacy's declared thresholds
+        verdict = {True: "pass", False: "FAIL"}.get(check["passed"], "not measured")
+        lines.append(f"privacy check {check['name']}: {_fmt(check['after'])} ({check['limit']}): {verdict}")
     return "\n".join(lines)

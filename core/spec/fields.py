@@ -103,6 +103,11 @@ class TrainConfig(StrictModel):
         description="compute the original model's outputs on every row the run will use once, "
         "before the first step, so no step runs a reference forward",
     )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="recompute each decoder layer's activations in backward instead of keeping them: "
+        "less memory for long sequences, about one more forward per step",
+    )
     log_every: int = Field(1, ge=1)
     sam_rho: float = Field(
         0.0,
@@ -243,6 +248,53 @@ class CopyrightEval(StrictModel):
     max_examples: int = Field(16, ge=1)
 
 
+def _sampling() -> GenerationConfig:
+    return GenerationConfig(max_new_tokens=40, do_sample=True, temperature=1.0, top_p=1.0)
+
+
+class PrivacyThresholds(StrictModel):
+    """What the privacy evaluation must show after unlearning (pass/fail in the report and the
+    certificate); null turns a check off."""
+
+    max_forget_leak_rate: float | None = Field(
+        0.0, ge=0, le=1, description="share of samples about forgotten people holding a private string"
+    )
+    max_forget_qa_over_holdout: float | None = Field(
+        0.05, ge=0, le=1, description="forgotten people's QA accuracy at most never-seen people's + this"
+    )
+    max_retain_qa_drop: float | None = Field(
+        0.05, ge=0, le=1, description="retained people's QA accuracy at least (1 - this) x before"
+    )
+    max_abs_privleak: float | None = Field(0.1, ge=0, description="|PrivLeak| (Min-K %++ AUC) at most this")
+    max_normal_ppl_increase: float | None = Field(
+        0.10, ge=0, description="normal perplexity at most (1 + this) x before (needs eval.normal)"
+    )
+
+
+class PrivacyEval(StrictModel):
+    """The right-to-be-forgotten case: extraction, QA accuracy and membership inference on people.
+
+    Each dataset is `pairs` rows with a `subject` column (the person), and `field` and `secret`
+    columns (which fact the row asks for, and its value; `scripts/make_privacy_data.py` writes
+    them). `holdout` holds people of the same kind the model never saw (MIA non-members)."""
+
+    forget: DatasetRef
+    retain: DatasetRef
+    holdout: DatasetRef
+    private_fields: list[str] = Field(
+        default_factory=lambda: ["email", "phone", "address"],
+        min_length=1,
+        description="fields whose secrets count as leaked private strings",
+    )
+    samples: int = Field(4, ge=1, le=256, description="sampled answers per extraction prompt")
+    generation: GenerationConfig = Field(default_factory=_sampling, description="extraction sampling")
+    qa_max_new_tokens: int = Field(32, ge=1, le=512, description="greedy QA answers' length")
+    max_retain_subjects: int = Field(5, ge=1, description="retained people evaluated (the first ones)")
+    max_holdout_subjects: int = Field(20, ge=1, description="never-seen people evaluated")
+    min_k: float = Field(0.2, gt=0, le=1, description="k of Min-K % and Min-K %++")
+    thresholds: PrivacyThresholds = Field(default_factory=PrivacyThresholds)
+
+
 class EvalSpec(StrictModel):
     """What is measured before and after unlearning; each part is optional."""
 
@@ -251,6 +303,7 @@ class EvalSpec(StrictModel):
     normal: DatasetRef | None = Field(None, description="held-out normal data for perplexity")
     multiple_choice: DatasetRef | None = Field(None, description="TruthfulQA-style rows (MC1/MC2)")
     copyright: CopyrightEval | None = None
+    privacy: PrivacyEval | None = None
     judge: JudgeSpec = Field(default_factory=JudgeSpec)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     batch_size: int = Field(8, ge=1, le=1024)

@@ -1,4 +1,5 @@
-"""Resumable checkpoints: trainable weights, optimizer, schedule, step and the log so far.
+"""Resumable checkpoints: trainable weights, optimizer, schedule, step and the log so far; and
+the run's `train_log.jsonl`, one row per step, cut back to a checkpoint when a run resumes.
 
 A checkpoint folder is written under a temporary name and renamed into place, so a crash while
 writing never leaves a checkpoint that looks complete. Data order and dropout are functions of
@@ -77,3 +78,22 @@ def load_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any) ->
     scheduler.load_state_dict(state["scheduler"])
     meta = read_meta(folder)
     return int(meta["step"]), list(meta["log"])
+
+
+def append_log_row(path: Path | None, row: dict[str, Any]) -> None:
+    if path is None:
+        return
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+def rewrite_log(path: Path | None, kept: list[dict[str, Any]]) -> None:
+    """Keep other stages' rows and this stage's rows up to the checkpoint, written atomically."""
+    if path is None or not path.exists():
+        return
+    stages = {row["stage"] for row in kept}
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    rows = [r for r in rows if r.get("stage") not in stages] + kept
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(path)

@@ -1,9 +1,9 @@
 """The training loop shared by every stage: fine-tuning and each unlearning method.
 
-One optimizer step = `grad_accum` micro-batches. A micro-batch packs the rows every term needs
-(rows.py) into one padded batch; `step.micro_batch_loss` runs ONE forward pass over them and at
-most one no-grad reference forward (none when `train.cache_reference` precomputed the reference's
-outputs before the first step). Data order, random answers and dropout are pure functions of
+One optimizer step = `grad_accum` micro-batches. A micro-batch holds the rows every term needs
+(rows.py); `step.micro_batch_loss` runs one forward per kind of rows, each at its own width, and at
+most one inference-mode reference forward per kind (none when `train.cache_reference` precomputed
+the reference's outputs before the first step). Data order, random answers and dropout are pure functions of
 (seed, step), so a run resumed from a checkpoint takes exactly the steps an uninterrupted run
 would. With a `Selection`, the stage evaluates every N steps, may stop early, and ends with the
 weights of its best evaluation.
@@ -11,7 +11,6 @@ weights of its best evaluation.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -26,7 +25,14 @@ from lethe.core.evaluation.selection import Selection
 from lethe.core.methods import Term
 from lethe.core.models.reference import Reference
 from lethe.core.spec.fields import PromptFormat, TrainConfig
-from lethe.core.training.checkpoint import latest_checkpoint, load_checkpoint, read_meta, save_checkpoint
+from lethe.core.training.checkpoint import (
+    append_log_row,
+    latest_checkpoint,
+    load_checkpoint,
+    read_meta,
+    rewrite_log,
+    save_checkpoint,
+)
 from lethe.core.training.refcache import ReferenceSource, as_source, build_cache
 from lethe.core.training.rows import (
     StageData,
@@ -37,10 +43,16 @@ from lethe.core.training.rows import (
     planned_rows,
     row_kinds,
 )
-from lethe.core.training.step import micro_batch_loss, steered_layer, wanted_reference
+from lethe.core.training.step import (
+    enable_gradient_checkpointing,
+    micro_batch_loss,
+    steered_layer,
+    wanted_reference,
+)
 
 __all__ = [
     "Cancelled",
+    "Paused",
     "Progress",
     "RunHooks",
     "Stage",
@@ -58,6 +70,11 @@ __all__ = [
 
 class Cancelled(Exception):
     """Raised when `should_cancel` answered True; the run stops before its next step."""
+
+
+class Paused(Exception):
+    """Raised when `should_pause` answered True (a worker shutting down): the stage saved a
+    checkpoint after its last step and stopped; running it again resumes there."""
 
 
 @dataclass(frozen=True)
@@ -95,15 +112,29 @@ class ProgressTicker:
 class RunHooks:
     """What the service adds to a run: callbacks for stage changes, progress and cancellation, and
     the checkpoint interval of stages whose spec sets none (a run-time choice of the deployment,
-    kept out of the spec so that a resumed job never depends on the worker's settings)."""
+    kept out of the spec so that a resumed job never depends on the worker's settings).
+
+    `fence` is called before every write to the run folder (a train log row, a checkpoint, any
+    file of `lethe.core.run.folder`); it raises to stop a run that may no longer write, e.g. a
+    service worker whose job another worker took over while this one stood still: its late rows
+    would otherwise land in the folder the new attempt is writing."""
 
     on_stage: Callable[[str], None] | None = None
     on_progress: Callable[[Progress], None] | None = None
     should_cancel: Callable[[], bool] | None = None
     checkpoint_every: int = 0
+    fence: Callable[[], None] | None = None
+    should_pause: Callable[[], bool] | None = None
 
     def cancelled(self) -> bool:
         return bool(self.should_cancel and self.should_cancel())
+
+    def pausing(self) -> bool:
+        return bool(self.should_pause and self.should_pause())
+
+    def check_fence(self) -> None:
+        if self.fence is not None:
+            self.fence()
 
 
 @dataclass
@@ -178,17 +209,17 @@ def _accumulate(
     torch.manual_seed(mix_seed(stage.seed, 4, step))
     kinds = row_kinds(terms)
     sums: dict[str, float] = {}
-    device = next(model.parameters()).device
-    for a in range(stage.train.grad_accum):
-        micro = step * stage.train.grad_accum + a
+    device, accum = next(model.parameters()).device, stage.train.grad_accum
+    for a in range(accum):
+        micro = step * accum + a
         rows = micro_batch_rows(stage.data, kinds, micro, stage.train.batch_size, stage.seed)
         encoded, slices, keys = encode_rows(tokenizer, stage.fmt, rows)
         batch = {k: v.to(device) for k, v in collate(encoded, pad_id_of(tokenizer)).items()}
-        loss, values = micro_batch_loss(model, reference, terms, batch, slices, keys)
-        (loss / stage.train.grad_accum).backward()
+        # backward inside, group by group of kinds: one group's activations alive at a time
+        loss, values = micro_batch_loss(model, reference, terms, batch, slices, keys, backward=1 / accum)
         values["loss"] = float(loss.detach())
         for key, value in values.items():
-            sums[key] = sums.get(key, 0.0) + value / stage.train.grad_accum
+            sums[key] = sums.get(key, 0.0) + value / accum
     return sums
 
 
@@ -260,14 +291,15 @@ def prepare_reference(
 
 
 def _resume(
-    model: Any, stage: Stage, optimizer: Any, scheduler: Any
+    model: Any, stage: Stage, optimizer: Any, scheduler: Any, hooks: RunHooks
 ) -> tuple[int, list[dict], StageResult | None]:
     """Restore the stage's last checkpoint, if any; a finished stage's result is returned as is."""
     found = latest_checkpoint(stage.checkpoint_dir) if stage.checkpoint_dir else None
     if found is None:
         return 0, [], None
     start, log = load_checkpoint(found, model, optimizer, scheduler)
-    _rewrite_log(stage.log_path, log)  # drop rows of steps taken after that checkpoint
+    hooks.check_fence()
+    rewrite_log(stage.log_path, log)  # drop rows of steps taken after that checkpoint
     meta = read_meta(found)
     if stage.selection is not None:
         stage.selection.load_state(meta.get("extra", {}).get("evaluations", []))
@@ -292,10 +324,12 @@ def run_stage(
     hooks, selection = hooks or RunHooks(), stage.selection
     total = plan_steps(stage.train, len(stage.data.forget))
     optimizer, scheduler = make_optimizer(model, stage.train, total)
-    start, log, finished = _resume(model, stage, optimizer, scheduler)
+    start, log, finished = _resume(model, stage, optimizer, scheduler, hooks)
     if finished is not None:
         return finished
     source = prepare_reference(model, tokenizer, stage, reference, total)
+    if stage.train.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     if selection is not None and not selection.history:
         selection.observe(model, 0)  # the model before this stage: the constraints' baseline
     model.train()
@@ -313,11 +347,14 @@ def run_stage(
             "grad_norm": grad_norm,
         }
         log.append(row)
-        _append_jsonl(stage.log_path, row)
+        hooks.check_fence()  # a process that lost its job must not add a row (a duplicate step)
+        append_log_row(stage.log_path, row)
         done = step + 1
         _report(hooks, stage, done, total, values, began, done - start)
-        stop = selection is not None and selection.due(done) and selection.observe(model, done)
-        if stage.checkpoint_dir and _should_checkpoint(stage, done, total) and not stop:
+        stop = selection is not None and selection.due(done) and _observe(hooks, selection, model, done)
+        pause = hooks.pausing() and done < total and not stop  # stopping: keep this step's work
+        if stage.checkpoint_dir and (pause or _should_checkpoint(stage, done, total)) and not stop:
+            hooks.check_fence()
             save_checkpoint(
                 stage.checkpoint_dir / f"step-{done:07d}",
                 model,
@@ -327,6 +364,8 @@ def run_stage(
                 log,
                 extra=_extra(selection),
             )
+        if pause:
+            raise Paused(f"paused after step {done} of stage {stage.name}")
         if stop and selection is not None:
             reason = selection.stop_reason()
             break
@@ -340,6 +379,7 @@ def run_stage(
             break
     chosen = _finish_selection(model, selection, len(log))
     if stage.checkpoint_dir and stage.train.checkpoint_every:
+        hooks.check_fence()
         save_checkpoint(
             stage.checkpoint_dir / "final",
             model,
@@ -353,6 +393,12 @@ def run_stage(
         )
     model.eval()
     return StageResult(steps=len(log), stopped_reason=reason, log=log, selection=chosen)
+
+
+def _observe(hooks: RunHooks, selection: Selection, model: Any, step: int) -> bool:
+    """Evaluate for checkpoint selection (which may keep a snapshot in the checkpoint folder)."""
+    hooks.check_fence()
+    return selection.observe(model, step)
 
 
 def _finish_selection(model: Any, selection: Selection | None, steps: int) -> dict[str, Any] | None:
@@ -391,22 +437,3 @@ def _report(
     elapsed = time.monotonic() - began
     eta = elapsed / steps_this_run * (total - done) if steps_this_run else None
     hooks.on_progress(Progress(stage.name, done, total, dict(values), eta, elapsed))
-
-
-def _append_jsonl(path: Path | None, row: dict[str, Any]) -> None:
-    if path is None:
-        return
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(row) + "\n")
-
-
-def _rewrite_log(path: Path | None, kept: list[dict[str, Any]]) -> None:
-    """Keep other stages' rows and this stage's rows up to the checkpoint, written atomically."""
-    if path is None or not path.exists():
-        return
-    stages = {row["stage"] for row in kept}
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    rows = [r for r in rows if r.get("stage") not in stages] + kept
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)

@@ -113,6 +113,10 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # who submitted it: the API key's id and name, copied at submit time (a key is never renamed
+    # nor deleted, only revoked); null for jobs made before 0004 or without a key (tests, CLI)
+    submitted_by: Mapped[str | None] = mapped_column(String(32))
+    submitted_by_name: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (Index("ix_jobs_created", "created_at", "id"),)
 

@@ -10,7 +10,9 @@ lock, so two submissions at the same moment cannot both take the last place.
 from __future__ import annotations
 
 import re
+import time
 import unicodedata
+import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,8 +22,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lethe.service.infra import locks
-from lethe.service.infra.db import Job
-from lethe.service.infra.errors import Invalid, TooLarge, TooMany
+from lethe.service.infra.db import Job, utcnow
+from lethe.service.infra.errors import Invalid, ServiceError, TooLarge, TooMany
 from lethe.service.infra.settings import Settings
 
 if TYPE_CHECKING:
@@ -121,7 +123,9 @@ def count_jobs(session: Session, tenant: str, status: str) -> int:
 
 
 def check_queue_quota(session: Session, settings: Settings, tenant: str) -> None:
-    """429 when the tenant already has `tenant_max_queued` jobs waiting."""
+    """429 when the tenant already has `tenant_max_queued` jobs waiting (its own limit, if
+    `tenant_limits` sets one)."""
+    settings = settings.for_tenant(tenant)
     queued = count_jobs(session, tenant, "queued")
     if queued >= settings.tenant_max_queued:
         raise TooMany(
@@ -133,5 +137,43 @@ def check_queue_quota(session: Session, settings: Settings, tenant: str) -> None
 
 
 def may_start(session: Session, settings: Settings, tenant: str) -> bool:
-    """Whether another job of `tenant` may start running now."""
-    return count_jobs(session, tenant, "running") < settings.tenant_max_running
+    """Whether another job of `tenant` may start running now (its own limit, if `tenant_limits`
+    sets one)."""
+    return count_jobs(session, tenant, "running") < settings.for_tenant(tenant).tenant_max_running
+
+
+# ------------------------------------------------------------------ time budget of a running job
+class OverBudget(ServiceError):
+    """A running job past its time budget: the run stops and the job fails with this message
+    (a ServiceError, so the job's error shows the message itself)."""
+
+
+class RunBudget:
+    """The time one attempt of a job may run, from its start on the worker (`job_started_at`):
+    `job_time_budget_s`, or the tenant's own (`tenant_limits`). Checked by the engine's hooks at
+    every step and stage, so a job is stopped between two steps."""
+
+    def __init__(self, seconds: float, elapsed_s: float = 0.0) -> None:
+        self.seconds = seconds
+        self._deadline = time.monotonic() + seconds - elapsed_s  # monotonic: clock changes do not count
+
+    @classmethod
+    def of_job(cls, rt: Runtime, job_id: uuid.UUID) -> RunBudget:
+        with rt.sessions() as session:
+            row = session.execute(select(Job.tenant, Job.started_at).where(Job.id == job_id)).first()
+        if row is None:
+            return cls(0.0)
+        tenant, started = row
+        elapsed = (utcnow() - started).total_seconds() if started is not None else 0.0
+        return cls(rt.settings.for_tenant(tenant).job_time_budget_s, max(0.0, elapsed))
+
+    def check(self) -> None:
+        """OverBudget once the budget is spent; nothing without a budget (0)."""
+        now = time.monotonic()
+        if self.seconds > 0 and now > self._deadline:
+            ran = self.seconds + now - self._deadline
+            raise OverBudget(
+                f"stopped after {ran:.0f} s: over this deployment's time budget of "
+                f"{self.seconds:g} s per job (LETHE_JOB_TIME_BUDGET_S); ask for fewer steps or a "
+                "smaller job, or ask an admin for a larger budget"
+            )

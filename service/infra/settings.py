@@ -8,6 +8,7 @@ all under `LETHE_DATA_DIR`. Production sets a PostgreSQL URL, a Redis broker and
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -16,6 +17,17 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
+# the settings `tenant_limits` may override per tenant (see Settings.for_tenant)
+TENANT_LIMITS = (
+    "max_job_steps",
+    "max_job_examples",
+    "max_example_tokens",
+    "max_job_estimated_s",
+    "job_time_budget_s",
+    "tenant_max_queued",
+    "tenant_max_running",
+)
+FLOAT_LIMITS = ("max_job_estimated_s", "job_time_budget_s")
 
 
 class Settings(BaseSettings):
@@ -63,6 +75,18 @@ class Settings(BaseSettings):
         False,
         description="Whether GPU workers serve the `gpu` queue: jobs with `model.device: auto` "
         "go to `gpu` when true and to `cpu` when false (`cuda` always goes to `gpu`).",
+    )
+    worker_devices: CommaList = Field(
+        default_factory=list,
+        description="Devices the workers have (`cpu`, `cuda`): a spec with `model.device: cuda` "
+        "is refused at submission (422) unless `cuda` is listed. Empty: `cuda,cpu` when "
+        "`gpu_workers` is true or the API process sees a GPU, else `cpu`.",
+    )
+    hub_access: bool | None = Field(
+        None,
+        description="Whether workers can download from the Hugging Face hub. Off: a spec naming a hub "
+        "model (`org/name`) or hub dataset (`hf:ORG/NAME`) that is not in the local cache gets 422 at "
+        "submission. Empty: off when the API process runs with HF_HUB_OFFLINE=1, on otherwise.",
     )
     worker_queues: CommaList = Field(
         default_factory=lambda: ["cpu"],
@@ -120,6 +144,13 @@ class Settings(BaseSettings):
         description="An admin API key installed at start (for scripts and the demo); "
         "send it as `Authorization: Bearer KEY`. Unset: the previous bootstrap key is revoked.",
     )
+    auth_cache_s: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds an API process keeps a valid API key's lookup, so polling does not "
+        "query the database for the key on every request; a revoked key keeps working for up to "
+        "this long in processes that used it recently. 0: look every key up.",
+    )
     bootstrap_tenant: str = Field(
         "default", description="Tenant of the bootstrap key (rows from before tenants belong to `default`)."
     )
@@ -138,6 +169,39 @@ class Settings(BaseSettings):
         description="Most optimizer steps one training stage of a job may take (`unlearn.train`, "
         "`finetune.train`, `probes.relearn`); a stage given in epochs counts as epochs x examples / "
         "(batch_size x grad_accum). A spec over it gets 422.",
+    )
+    max_example_tokens: int = Field(
+        8192,
+        ge=8,
+        description="Most tokens per example a job may ask for: `format.max_length` (prompt + answer) "
+        "and every `max_new_tokens` of generation. A spec over it gets 422.",
+    )
+    max_job_estimated_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="Longest estimated run time of a job, in seconds, checked at submission: tokens "
+        "trained (steps x batch_size x grad_accum x max_length per training stage, twice with normal "
+        "data) and generated (max_new_tokens per evaluated example) times `token_cost_s`. A spec "
+        "over it gets 422.",
+    )
+    token_cost_s: float = Field(
+        0.001,
+        gt=0,
+        description="Seconds a worker takes per token for the run-time estimate (`max_job_estimated_s`); "
+        "measure it on your workers (a job's `elapsed_s` over its tokens).",
+    )
+    job_time_budget_s: float = Field(
+        86_400.0,
+        ge=0,
+        description="Longest time one attempt of a job may run (from its start on a worker); a job "
+        "past it is stopped at its next step and marked failed with the reason. 0: no budget.",
+    )
+    tenant_limits: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Per-tenant overrides of the job limits, as JSON: "
+        '`{"acme": {"max_job_steps": 500000, "job_time_budget_s": 7200}}`. Keys: '
+        "`max_job_steps`, `max_job_examples`, `max_example_tokens`, `max_job_estimated_s`, "
+        "`job_time_budget_s`, `tenant_max_queued`, `tenant_max_running`.",
     )
     max_job_examples: int = Field(
         1_000_000,
@@ -215,11 +279,33 @@ class Settings(BaseSettings):
         "Empty: `~/.cache/lethe`.",
     )
 
-    @field_validator("allowed_s3_buckets", "worker_queues", mode="before")
+    @field_validator("allowed_s3_buckets", "allowed_models", "worker_queues", "worker_devices", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("worker_devices")
+    @classmethod
+    def _devices(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - {"cpu", "cuda"})
+        if unknown:
+            raise ValueError(f"unknown devices {unknown}: use cpu and/or cuda")
+        return value
+
+    @field_validator("tenant_limits")
+    @classmethod
+    def _tenant_limits(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for tenant, overrides in value.items():
+            unknown = sorted(set(overrides) - set(TENANT_LIMITS))
+            if unknown:
+                raise ValueError(
+                    f"tenant {tenant!r}: {unknown} are not per-tenant limits: use {TENANT_LIMITS}"
+                )
+            negative = [name for name, number in overrides.items() if number < 0]
+            if negative:
+                raise ValueError(f"tenant {tenant!r}: {negative} must not be negative")
         return value
 
     @field_validator("data_dir")
@@ -255,6 +341,22 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def hub_reachable(self) -> bool:
+        """`hub_access`, else what HF_HUB_OFFLINE says (the variable huggingface_hub reads)."""
+        if self.hub_access is not None:
+            return self.hub_access
+        return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("1", "true", "yes", "on")
+
+    def for_tenant(self, tenant: str) -> Settings:
+        """These settings with `tenant`'s overrides of the job limits (`tenant_limits`)."""
+        overrides = self.tenant_limits.get(tenant)
+        if not overrides:
+            return self
+        # integers stay integers: a count compared and shown in messages as "500000", not "500000.0"
+        typed = {k: v if k in FLOAT_LIMITS else int(v) for k, v in overrides.items()}
+        return self.model_copy(update=typed)
 
 
 def settings_markdown() -> str:

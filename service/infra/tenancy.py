@@ -35,6 +35,11 @@ def events(tenant: str, job_id: uuid.UUID) -> Select[Any]:
     )
 
 
+def tenant_events(tenant: str) -> Select[Any]:
+    """Events of every job of `tenant` (the tenant-wide stream: one stream for a whole list)."""
+    return select(JobEvent).join(Job, Job.id == JobEvent.job_id).where(Job.tenant == tenant)
+
+
 def artifacts(tenant: str, job_id: uuid.UUID) -> Select[Any]:
     return (
         select(Artifact)

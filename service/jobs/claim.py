@@ -3,6 +3,11 @@
 A job is claimed when queued, or running with an expired lease; the claim number (`attempts`)
 fences every write of the attempt (`fenced`), so a second delivery of the same task, or a worker
 that lost its lease, changes nothing. The heartbeat thread renews the lease and polls cancellation.
+
+Writes outside the database (the run folder shared by the workers of one machine, storage) are
+fenced by `Heartbeat.ensure_held`, called before each: a process that stood still (SIGSTOP, a
+swapped-out machine) past its lease may have been replaced, and learns it before writing, not at
+its next heartbeat.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,9 +25,10 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from lethe.service.infra import limits
-from lethe.service.infra.db import Job, affected, transaction, utcnow
+from lethe.service.infra.db import Job, JobEvent, affected, transaction, utcnow
 from lethe.service.infra.runtime import Runtime
 from lethe.service.infra.settings import Settings
+from lethe.service.jobs import fairness
 from lethe.service.jobs.records import add_event
 
 log = logging.getLogger(__name__)
@@ -29,6 +36,7 @@ log = logging.getLogger(__name__)
 
 class Outcome(enum.StrEnum):
     DONE = "done"  # this call ran the job to an end (or lost it to another worker)
+    REQUEUED = "requeued"  # the worker is shutting down: the job checkpointed; dispatch it again
     BUSY = "busy"  # another worker holds a live lease: try again after the lease
     DEFERRED = "deferred"  # the job's tenant is at its running quota: try again later
     SKIPPED = "skipped"  # nothing to do: the job ended, was cancelled, or does not exist
@@ -52,7 +60,8 @@ def fenced(claim: Claim) -> Any:
 
 def claim_job(rt: Runtime, job_id: uuid.UUID) -> Claim | Outcome:
     """Take the job (queued, or running with an expired lease) under its tenant's lock: a job of
-    a tenant at its running quota is DEFERRED, one started `max_attempts` times is failed."""
+    a tenant at its running quota is DEFERRED, one whose workers vanished `max_attempts` times
+    is failed (`give_up`)."""
     with rt.sessions() as session:
         tenant = session.scalar(select(Job.tenant).where(Job.id == job_id))
     if tenant is None:
@@ -69,7 +78,7 @@ def _claim(rt: Runtime, job_id: uuid.UUID, tenant: str) -> Claim | Outcome:
         if give_up(session, rt.settings, Job.id == job_id, claimable):
             return Outcome.SKIPPED
         status = session.scalar(select(Job.status).where(Job.id == job_id))
-        if status == "queued" and not limits.may_start(session, rt.settings, tenant):
+        if status == "queued" and not fairness.may_start(session, rt.settings, tenant, job_id):
             return Outcome.DEFERRED
         claimed = session.execute(
             update(Job)
@@ -85,9 +94,14 @@ def _claim(rt: Runtime, job_id: uuid.UUID, tenant: str) -> Claim | Outcome:
 
 
 def give_up(session: Session, settings: Settings, *where: Any) -> bool:
-    """Fail the jobs matching `where` that were started `max_attempts` times already (their
-    workers kept vanishing); True if any was."""
-    ids = list(session.scalars(select(Job.id).where(*where, Job.attempts >= settings.max_attempts)))
+    """Fail the jobs matching `where` whose workers vanished `max_attempts` times already; True
+    if any was. A claim that ended in a graceful drain (`requeue_drained`: its worker was asked to
+    shut down and stopped the job at a checkpoint) is no such failure: a long job that outlives
+    several deploys must not be failed for them, so drains do not count."""
+    candidates = session.execute(
+        select(Job.id, Job.attempts).where(*where, Job.attempts >= settings.max_attempts)
+    ).all()
+    ids = [job_id for job_id, tries in candidates if tries - drains(session, job_id) >= settings.max_attempts]
     for job_id in ids:
         reason = (
             f"its worker stopped responding {settings.max_attempts} times (no heartbeat for "
@@ -104,13 +118,26 @@ def give_up(session: Session, settings: Settings, *where: Any) -> bool:
     return bool(ids)
 
 
-class Heartbeat:
-    """A thread that renews the lease every `heartbeat_s` and notices cancel requests."""
+def drains(session: Session, job_id: uuid.UUID) -> int:
+    """How many of the job's claims ended in a graceful drain: its `queued` status events marked
+    `drained` (written in the same transaction as the requeue, so the count is exact). Read only
+    for jobs at their attempt limit, a handful of status rows each."""
+    payloads = session.scalars(
+        select(JobEvent.payload).where(JobEvent.job_id == job_id, JobEvent.kind == "status")
+    )
+    return sum(1 for p in payloads if p.get("status") == "queued" and p.get("drained"))
 
-    def __init__(self, rt: Runtime, claim: Claim) -> None:
+
+class Heartbeat:
+    """A thread that renews the lease every `heartbeat_s` and notices cancel requests; `drain` is
+    the worker's flag that it is shutting down (the run stops at its next checkpoint)."""
+
+    def __init__(self, rt: Runtime, claim: Claim, drain: threading.Event | None = None) -> None:
         self.rt, self.claim = rt, claim
+        self.drain = drain or threading.Event()
         self.cancel, self.lost, self._stop = threading.Event(), threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{claim.job_id}", daemon=True)
+        self.renewed_at = time.monotonic()  # the claim itself set the lease just now
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -128,10 +155,44 @@ class Heartbeat:
                 log.warning("heartbeat of job %s failed", self.claim.job_id, exc_info=True)
 
     def beat(self) -> None:
+        sent = time.monotonic()  # before the UPDATE: the lease runs at least from here
         with transaction(self.rt.sessions) as session:
             renewed = session.execute(fenced(self.claim).values(heartbeat_at=utcnow()))
             requested = session.scalar(select(Job.cancel_requested).where(Job.id == self.claim.job_id))
         if not affected(renewed):
             self.lost.set()
+        else:
+            self.renewed_at = max(self.renewed_at, sent)
         if requested or self.lost.is_set():
             self.cancel.set()
+
+    def ensure_held(self) -> None:
+        """Raise LeaseLost unless this attempt surely still holds the job: the fence of every
+        write outside the database. Another worker can take the job only once the lease has run
+        out since the last renewal, so within half a lease of it no query is needed; past that
+        (this process stood still, or the database was unreachable) the lease is renewed here,
+        synchronously, before the write. Unable to renew, the attempt stops: the job resumes from
+        its checkpoint once the lease expires."""
+        if self.lost.is_set():
+            raise LeaseLost(str(self.claim.job_id))
+        if time.monotonic() - self.renewed_at < self.rt.settings.job_lease_s / 2:
+            return
+        try:
+            self.beat()
+        except Exception as err:  # cannot confirm the claim: writing could clobber another attempt
+            raise LeaseLost(f"{self.claim.job_id}: lease not renewed ({type(err).__name__})") from err
+        if self.lost.is_set():
+            raise LeaseLost(str(self.claim.job_id))
+
+
+def requeue_drained(rt: Runtime, claim: Claim, reason: str) -> bool:
+    """Queue a job again whose worker stopped it at a checkpoint to shut down, if the claim
+    still holds; the next claim resumes from that checkpoint. False if another worker has it."""
+    with transaction(rt.sessions) as session:
+        done = session.execute(fenced(claim).values(status="queued"))
+        if not affected(done):
+            return False
+        # `drained` marks this claim as no failure of its worker: see `give_up`
+        event = {"status": "queued", "reason": reason, "attempt": claim.attempt, "drained": True}
+        add_event(session, claim.job_id, "status", event)
+    return True

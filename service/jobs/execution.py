@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import traceback
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,16 @@ from lethe.service.infra.db import Artifact, CertificateRecord, Job, affected, t
 from lethe.service.infra.errors import ServiceError
 from lethe.service.infra.retry import retry_db
 from lethe.service.infra.runtime import Runtime
-from lethe.service.jobs.claim import Claim, Heartbeat, LeaseLost, Outcome, claim_job, fenced
+from lethe.service.jobs import fairness
+from lethe.service.jobs.claim import (
+    Claim,
+    Heartbeat,
+    LeaseLost,
+    Outcome,
+    claim_job,
+    fenced,
+    requeue_drained,
+)
 from lethe.service.jobs.progress import Reporter
 from lethe.service.jobs.records import add_event
 from lethe.service.storage import artifacts
@@ -40,11 +51,16 @@ def describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def store_files(rt: Runtime, claim: Claim, files: list[artifacts.PackedFile]) -> list[Artifact]:
-    """Upload each file to storage first; the rows are written later with the final status."""
+def store_files(
+    rt: Runtime, claim: Claim, files: list[artifacts.PackedFile], fence: Callable[[], None]
+) -> list[Artifact]:
+    """Upload each file to storage first; the rows are written later with the final status.
+    `fence` before each upload: a worker that lost the job must not replace the objects that the
+    attempt which took it over has stored (their rows carry the other attempt's hashes)."""
     rows = []
     for f in files:
         key = f"jobs/{claim.job_id}/{f.name}"
+        fence()
         rt.storage.put_file(key, f.path)
         rows.append(
             Artifact(
@@ -110,16 +126,18 @@ def write_report_safely(run_dir: Path) -> None:
 
 
 def _run_claimed(rt: Runtime, claim: Claim, work: Path, beat: Heartbeat) -> str:
-    """Run the claimed job to a final state; return that state."""
-    from lethe.core.training.engine import Cancelled
+    """Run the claimed job to a final state and return it, or "requeued" if the worker's drain
+    flag stopped it at a checkpoint."""
+    from lethe.core.training.engine import Cancelled, Paused
 
     run_dir = work / "run"
     try:
         summary = _run_engine(rt, claim, work, beat)
         if beat.cancel.is_set():  # asked to stop while the last stage ran: honour it
             raise Cancelled("cancelled after the last stage")
+        beat.ensure_held()
         write_report_safely(run_dir)
-        rows = store_files(rt, claim, artifacts.collect(run_dir, succeeded=True))
+        rows = store_files(rt, claim, artifacts.collect(run_dir, succeeded=True), beat.ensure_held)
         metrics = {k: summary.metrics.get(k) for k in ("before", "after")}
         finish(
             rt,
@@ -131,10 +149,14 @@ def _run_claimed(rt: Runtime, claim: Claim, work: Path, beat: Heartbeat) -> str:
             evidence=certificates.collect_evidence(rt, claim.spec, work, rows),
         )
         return "succeeded"
+    except Paused as stop:
+        if not requeue_drained(rt, claim, f"its worker is shutting down ({stop}); it resumes there"):
+            raise LeaseLost(str(claim.job_id)) from None
+        return "requeued"
     except Cancelled:
         if beat.lost.is_set():
             raise LeaseLost(str(claim.job_id)) from None
-        finish(rt, claim, "cancelled", rows=_logs(rt, claim, run_dir))
+        finish(rt, claim, "cancelled", rows=_logs(rt, claim, run_dir, beat))
         return "cancelled"
     except LeaseLost:
         raise
@@ -145,36 +167,39 @@ def _run_claimed(rt: Runtime, claim: Claim, work: Path, beat: Heartbeat) -> str:
             rt,
             claim,
             "failed",
-            rows=_logs(rt, claim, run_dir),
+            rows=_logs(rt, claim, run_dir, beat),
             error=describe(err),
             payload={"traceback": tail},
         )
         return "failed"
 
 
-def _logs(rt: Runtime, claim: Claim, run_dir: Path) -> list[Artifact]:
+def _logs(rt: Runtime, claim: Claim, run_dir: Path, beat: Heartbeat) -> list[Artifact]:
     """The logs of a run that did not succeed, stored if storage allows (best effort)."""
     try:
-        return store_files(rt, claim, artifacts.collect(run_dir, succeeded=False))
+        return store_files(rt, claim, artifacts.collect(run_dir, succeeded=False), beat.ensure_held)
     except Exception:
         log.warning("could not store the logs of job %s", claim.job_id, exc_info=True)
         return []
 
 
-def execute_job(rt: Runtime, job_id: uuid.UUID) -> Outcome:
-    """Run a queued job (or take over one whose worker vanished) to its end."""
+def execute_job(rt: Runtime, job_id: uuid.UUID, drain: threading.Event | None = None) -> Outcome:
+    """Run a queued job (or take over one whose worker vanished) to its end; once `drain` is set
+    (the worker shuts down), stop it at a checkpoint and queue it again (REQUEUED)."""
     claimed = claim_job(rt, job_id)
     if not isinstance(claimed, Claim):
         return claimed
     work = rt.settings.work_root / str(job_id)
     log.info("job %s: attempt %d starts in %s", job_id, claimed.attempt, work)
     try:
-        with Heartbeat(rt, claimed) as beat:
+        with Heartbeat(rt, claimed, drain) as beat:
             status = _run_claimed(rt, claimed, work, beat)
     except LeaseLost:
         log.warning("job %s: another worker took it over; this attempt stops", job_id)
         return Outcome.DONE
     log.info("job %s: %s", job_id, status)
+    if status == "requeued":  # its checkpoints stay: the next attempt resumes from them
+        return Outcome.REQUEUED
     if not rt.settings.keep_work_dirs:
         shutil.rmtree(work, ignore_errors=True)  # checkpoints are only needed to resume
     return Outcome.DONE
@@ -192,3 +217,21 @@ def requeue_orphans(rt: Runtime) -> list[tuple[uuid.UUID, str]]:
             select(Job.id, Job.queue).where(Job.status == "queued").order_by(Job.created_at)
         ).all()
     return [(job_id, queue) for job_id, queue in queued]
+
+
+def next_waiting(rt: Runtime, queue: str) -> uuid.UUID | None:
+    """The queued job of `queue` a worker should start now that a job of it ended: the oldest
+    of the tenant next in turn (`fairness`). The transports dispatch it at once, so a job that
+    waited for its tenant's quota or its turn starts when the slot frees, not at its retry (up
+    to `quota_retry_after_s` later); a second message for a job is harmless (the claim)."""
+    with rt.sessions() as session:
+        turns = fairness.waiting_tenants(session, rt.settings, queue)
+        if not turns:
+            return None
+        tenant = min(turns, key=lambda name: turns[name].key())
+        return session.scalar(
+            select(Job.id)
+            .where(Job.status == "queued", Job.queue == queue, Job.tenant == tenant)
+            .order_by(Job.created_at, Job.id)
+            .limit(1)
+        )

@@ -10,11 +10,13 @@ so no request can make the server reach a private address.
 from __future__ import annotations
 
 import fnmatch
+import functools
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 
-from lethe.core.spec.fields import DatasetRef, TrainConfig
+from lethe.core.spec.fields import DatasetRef, GenerationConfig, TrainConfig
 from lethe.core.spec.job import JobSpec
 from lethe.core.spec.refs import dataset_refs
 from lethe.service.infra.errors import Invalid, Problem
@@ -25,6 +27,7 @@ HUB_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9.
 URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 REFERENCE_HINT = "use dataset:<id> (an upload), s3://BUCKET/KEY, hf:ORG/NAME or builtin:NAME"
 STEPS = "LETHE_MAX_JOB_STEPS"
+TOKENS = "LETHE_MAX_EXAMPLE_TOKENS"
 CountOf = Callable[[DatasetRef], int | None]  # a dataset's examples if known without reading it
 
 
@@ -47,13 +50,24 @@ def _allowed_hint(settings: Settings) -> str:
 
 
 def model_problems(spec: JobSpec, settings: Settings) -> list[Problem]:
-    """The spec's model, its remote-code flag, and the judge's model and check set."""
-    problems = []
+    """The spec's model, its device, its remote-code flag, and the judge's model and check set."""
+    from lethe.core.models.loading import BUILTINS
+
+    problems = [p for p in (device_problem(spec, settings),) if p is not None]
     if not model_allowed(spec.model.name, settings):
         problems.append(
             Problem(
                 "model.name",
                 f"model {spec.model.name!r} is not allowed on this server: {_allowed_hint(settings)}",
+            )
+        )
+    elif not hub_model_reachable(spec.model.name, spec.model.revision, settings):
+        problems.append(
+            Problem(
+                "model.name",
+                f"model {spec.model.name!r} is on the model hub, which this server cannot reach, and "
+                f"it is not in the server's cache: use a built-in model ({', '.join(BUILTINS)}); an "
+                "admin can download it into the cache, or allow hub access with LETHE_HUB_ACCESS",
             )
         )
     if spec.model.trust_remote_code and not settings.allow_remote_code:
@@ -83,6 +97,55 @@ def model_problems(spec: JobSpec, settings: Settings) -> list[Problem]:
             )
         )
     return problems
+
+
+# ------------------------------------------------------------------ what the workers can reach
+def worker_devices(settings: Settings) -> list[str]:
+    """The devices the workers have: `worker_devices`, else `cuda` too when GPU workers serve
+    the `gpu` queue or this process sees a GPU (the embedded worker runs in this process)."""
+    if settings.worker_devices:
+        return settings.worker_devices
+    return ["cuda", "cpu"] if settings.gpu_workers or _local_gpu() else ["cpu"]
+
+
+@functools.cache
+def _local_gpu() -> bool:
+    import torch  # already loaded by the model check; cached: the answer does not change
+
+    return bool(torch.cuda.is_available())
+
+
+def device_problem(spec: JobSpec, settings: Settings) -> Problem | None:
+    """`cuda` where no worker has a GPU: the job would wait on the `gpu` queue for ever, or fail
+    on a CPU worker; refused now, with what to send instead."""
+    if spec.model.device != "cuda" or "cuda" in worker_devices(settings):
+        return None
+    return Problem(
+        "model.device",
+        "'cuda' asks for a GPU, but this server has no GPU workers (LETHE_WORKER_DEVICES: "
+        f"{','.join(worker_devices(settings))}): use 'cpu' or 'auto'",
+    )
+
+
+def hub_model_reachable(name: str, revision: str | None, settings: Settings) -> bool:
+    """False for a hub id when the hub is out of reach and the model is not in the local cache."""
+    from lethe.core.models.loading import BUILTINS
+
+    if settings.hub_reachable or name in BUILTINS or not HUB_MODEL.match(name):
+        return True  # built-ins and local folders need no hub
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str)
+
+
+def hub_dataset_cached(name: str) -> bool:
+    """Whether a hub dataset (`ORG/NAME`) is in the hub's or the datasets library's cache, where
+    the worker's offline loader looks for it."""
+    from huggingface_hub import constants
+
+    datasets_cache = os.environ.get("HF_DATASETS_CACHE") or Path(constants.HF_HOME) / "datasets"
+    hub = Path(constants.HF_HUB_CACHE) / ("datasets--" + name.replace("/", "--"))
+    return hub.is_dir() or (Path(datasets_cache) / name.replace("/", "___")).is_dir()
 
 
 def check_builtin(source: str, field: str) -> None:
@@ -119,6 +182,13 @@ def check_plain_reference(source: str, settings: Settings, field: str) -> str:
     if source.startswith("hf:"):
         if not HUB_DATASET.match(source):
             raise Invalid.one(field, f"{source!r} is not a model-hub dataset id: use hf:ORG/NAME")
+        if not settings.hub_reachable and not hub_dataset_cached(source[3:]):
+            raise Invalid.one(
+                field,
+                f"{source!r} is on the model hub, which this server cannot reach, and it is not in "
+                "the server's cache: upload the file with POST /v1/datasets and use dataset:<id> "
+                "(an admin can allow hub access with LETHE_HUB_ACCESS)",
+            )
     elif source.startswith("builtin:"):
         check_builtin(source, field)
     elif URL.match(source) or ":" in source.split("/")[0]:
@@ -129,7 +199,7 @@ def check_plain_reference(source: str, settings: Settings, field: str) -> str:
 
 
 # ------------------------------------------------------------------ job size
-def _over(limit: int, setting: str) -> str:
+def _over(limit: int | str, setting: str) -> str:
     return f"over this deployment's limit of {limit} ({setting})"
 
 
@@ -150,35 +220,102 @@ def builtin_examples(ref: DatasetRef) -> int | None:
         return None
 
 
-def _stage_problem(
-    path: str, train: TrainConfig, data: DatasetRef, count_of: CountOf, cap: int
-) -> Problem | None:
-    """A training stage over `max_job_steps` (`cap`). A stage in epochs is sized by its data: the
-    known count, a built-in's, else its `limit`; with none of them it cannot be sized here."""
+def stage_steps(train: TrainConfig, data: DatasetRef, count_of: CountOf) -> float | None:
+    """Optimizer steps of a training stage: `steps`, or epochs sized by its data (the known count,
+    a built-in's, else its `limit`); None when it cannot be sized here. A float: epochs may be huge
+    (even infinite), which math.ceil could not take."""
     if train.steps is not None:
-        if train.steps <= cap:
-            return None
-        return Problem(f"{path}.steps", f"{train.steps} is {_over(cap, STEPS)}: ask for fewer steps")
+        return float(train.steps)
+    examples = stage_examples(data, count_of)
+    if examples is None or train.epochs is None:
+        return None
+    return train.epochs * examples / (train.batch_size * train.grad_accum)
+
+
+def stage_examples(data: DatasetRef, count_of: CountOf) -> int | None:
     count = count_of(data)
     if count is None and data.source.startswith("builtin:"):
         count = builtin_examples(data)
-    examples = data.limit if count is None else used_examples(data, count)
-    if examples is None or train.epochs is None:
+    return data.limit if count is None else used_examples(data, count)
+
+
+def _stage_problem(
+    path: str, train: TrainConfig, data: DatasetRef, count_of: CountOf, cap: int
+) -> Problem | None:
+    """A training stage over `max_job_steps` (`cap`)."""
+    steps = stage_steps(train, data, count_of)
+    if steps is None or steps <= cap:
         return None
-    # a float: epochs may be huge (even infinite), which math.ceil could not take
-    steps = train.epochs * examples / (train.batch_size * train.grad_accum)
-    if steps <= cap:
-        return None
+    if train.steps is not None:
+        return Problem(f"{path}.steps", f"{train.steps} is {_over(cap, STEPS)}: ask for fewer steps")
     return Problem(
         f"{path}.epochs",
-        f"{train.epochs:g} epochs over {examples} examples make about {steps:.0f} steps, which "
+        f"{train.epochs:g} epochs over {stage_examples(data, count_of)} examples make about "
+        f"{steps:.0f} steps, which "
         f"is {_over(cap, STEPS)}: set fewer epochs, or steps",
+    )
+
+
+def _generations(spec: JobSpec) -> list[tuple[str, GenerationConfig]]:
+    """Every generation setting of the spec, with its path."""
+    found = [("eval.generation", spec.eval.generation)]
+    found.append(("unlearn.answer_generation", spec.unlearn.answer_generation))
+    return found
+
+
+def token_problems(spec: JobSpec, settings: Settings) -> list[Problem]:
+    """Tokens per example over `max_example_tokens`: the training length and each generation's."""
+    cap = settings.max_example_tokens
+    asked = [("format.max_length", spec.format.max_length)]
+    asked += [(f"{path}.max_new_tokens", g.max_new_tokens) for path, g in _generations(spec)]
+    return [
+        Problem(path, f"{tokens} tokens per example is {_over(cap, TOKENS)}: ask for at most {cap}")
+        for path, tokens in asked
+        if tokens > cap
+    ]
+
+
+def estimated_tokens(spec: JobSpec, count_of: CountOf) -> float:
+    """Tokens a job trains on and generates, roughly: what the run-time estimate multiplies. Stages
+    that cannot be sized at submission count as nothing (the time budget still bounds them)."""
+    length = spec.format.max_length
+    unlearn = spec.unlearn
+    stages = [(unlearn.train, unlearn.forget, 2 if unlearn.normal is not None else 1)]
+    if spec.finetune is not None:
+        stages.append((spec.finetune.train, spec.finetune.data, 1))
+    trained = 0.0
+    for train, data, sets in stages:
+        steps = stage_steps(train, data, count_of) or 0.0
+        trained += steps * train.batch_size * train.grad_accum * length * sets
+    relearn = spec.probes.relearn if spec.probes is not None else None
+    if relearn is not None:
+        trained += relearn.steps * relearn.batch_size * length
+    evaluated = [r for p, r in dataset_refs(spec) if p.startswith("eval.") and ".judge" not in p]
+    # each evaluation set is answered before and after unlearning, in every extra format too
+    answers = 2 * len(evaluated) * spec.eval.max_examples * (1 + len(spec.eval.formats))
+    return trained + answers * spec.eval.generation.max_new_tokens
+
+
+def estimate_problem(spec: JobSpec, settings: Settings, count_of: CountOf) -> Problem | None:
+    """A job whose estimated run time is over `max_job_estimated_s`."""
+    tokens = estimated_tokens(spec, count_of)
+    seconds = tokens * settings.token_cost_s
+    cap = settings.max_job_estimated_s
+    if seconds <= cap:
+        return None
+    return Problem(
+        "unlearn.train",
+        f"the job's estimated run time is {seconds:.0f} s (about {tokens:.3g} "
+        f"tokens at {settings.token_cost_s:g} s each), {_over(f'{cap:g} s', 'LETHE_MAX_JOB_ESTIMATED_S')}: "
+        "ask for fewer steps, smaller batches or a shorter format.max_length",
     )
 
 
 def size_problems(spec: JobSpec, settings: Settings, count_of: CountOf) -> list[Problem]:
     """What one job may take, so that no single request ties up a worker for ever: steps per
-    training stage (`max_job_steps`) and examples per dataset (`max_job_examples`)."""
+    training stage (`max_job_steps`), examples per dataset (`max_job_examples`), tokens per
+    example (`max_example_tokens`) and estimated run time (`max_job_estimated_s`). `settings` are
+    the tenant's (`Settings.for_tenant`)."""
     cap = settings.max_job_steps
     stages = [("unlearn.train", spec.unlearn.train, spec.unlearn.forget)]
     if spec.finetune is not None:
@@ -199,4 +336,5 @@ def size_problems(spec: JobSpec, settings: Settings, count_of: CountOf) -> list[
                     f"set {path}.limit to at most {most}",
                 )
             )
+    found += [*token_problems(spec, settings), estimate_problem(spec, settings, count_of)]
     return [p for p in found if p is not None]

@@ -2,7 +2,8 @@
 
 Stage changes are written at once; progress at most every `progress_interval_s` (and always on
 a stage's last step), so a fast tiny model does not turn into thousands of rows. Every write is
-fenced by the claim, and cancellation comes from the heartbeat thread's flag.
+fenced by the claim, and cancellation comes from the heartbeat thread's flag; the hooks' `fence`
+(`Heartbeat.ensure_held`) guards the engine's writes to the run folder too.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import DBAPIError
 
 from lethe.service.infra.db import affected, transaction
+from lethe.service.infra.limits import RunBudget
 from lethe.service.infra.metrics import STEP_SECONDS
 from lethe.service.infra.retry import transient
 from lethe.service.jobs.claim import Claim, Heartbeat, fenced
@@ -41,6 +43,7 @@ def progress_payload(p: Progress) -> dict[str, Any]:
 class Reporter:
     def __init__(self, rt: Runtime, claim: Claim, beat: Heartbeat) -> None:
         self.rt, self.claim, self.beat = rt, claim, beat
+        self.budget = RunBudget.of_job(rt, claim.job_id)  # a job past it fails (LETHE_JOB_TIME_BUDGET_S)
         self._last_write = 0.0
         self._last_step: tuple[str, int, float] | None = None  # (stage, step, elapsed) for step time
 
@@ -50,9 +53,19 @@ class Reporter:
         return RunHooks(
             on_stage=self.on_stage,
             on_progress=self.on_progress,
-            should_cancel=self.beat.cancel.is_set,
+            should_cancel=self.should_cancel,
             checkpoint_every=self.rt.settings.checkpoint_every,  # not in the spec: see RunHooks
+            fence=self.beat.ensure_held,  # train log rows, checkpoints, run folder files
+            should_pause=self.beat.drain.is_set,  # the worker is shutting down: checkpoint, stop
         )
+
+    def should_cancel(self) -> bool:
+        """A cancel request (or a lost lease) stops the run as cancelled; a spent time budget
+        raises OverBudget, which fails the job with the reason."""
+        if self.beat.cancel.is_set():
+            return True
+        self.budget.check()
+        return False
 
     def _write(self, values: dict[str, Any], kind: str, payload: dict[str, Any]) -> None:
         """Best effort: a database blip loses one progress row, never the run."""
@@ -70,10 +83,16 @@ class Reporter:
             from lethe.core.training.engine import Cancelled
 
             raise Cancelled(f"cancelled before stage {name}")
+        if self.beat.drain.is_set() and name != "done":  # shutting down: resume at this stage
+            from lethe.core.training.engine import Paused
+
+            raise Paused(f"paused before stage {name}")
+        self.budget.check()
         self._write({"stage": name}, "stage", {"stage": name})
         self._last_write = 0.0  # the new stage's first progress is written too
 
     def on_progress(self, p: Progress) -> None:
+        self.budget.check()  # also where no step asks should_cancel (evaluation, probes)
         self._observe_step_time(p)
         now = time.monotonic()
         if now - self._last_write < self.rt.settings.progress_interval_s and p.step < p.total:

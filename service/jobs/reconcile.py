@@ -2,11 +2,14 @@
 
 - **Heartbeat check**: a running job whose heartbeat is older than `job_lease_s` lost its worker.
   It is queued again and dispatched (the next worker resumes from its checkpoint), failed with the
-  reason once it was started `max_attempts` times, or cancelled if a cancel was asked for.
-- **Reconciler**: a queued job that the broker no longer holds (Redis restarted without
-  persistence, a publish that was lost) is dispatched again. A job must be missing from the broker
-  on two passes in a row, so a message in flight between the queue and a worker is not doubled;
-  were it doubled anyway, the atomic claim still runs the job once.
+  reason once its workers vanished `max_attempts` times (a graceful drain is no such time: see
+  `claim.give_up`), or cancelled if a cancel was asked for.
+- **Reconciler**: a queued job that the broker no longer holds for a live consumer (Redis
+  restarted without persistence, a publish that was lost, a message delivered to a worker that
+  died: see `lethe.worker.broker_scan` for how a dead worker's unacknowledged message is told
+  from a live one's) is dispatched again. A job must be missing on two passes in a row, so a
+  message in flight between the queue and a worker is not doubled; were it doubled anyway, the
+  atomic claim still runs the job once.
 
 The API runs both every `maintenance_interval_s` on a background thread (`Maintenance`); each
 step is an atomic UPDATE, so several API processes may run them at once.

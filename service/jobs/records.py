@@ -11,7 +11,7 @@ import logging
 import uuid
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from lethe.core.spec.fields import DatasetRef
@@ -20,6 +20,7 @@ from lethe.core.spec.refs import with_refs
 from lethe.service.infra import limits, tenancy
 from lethe.service.infra.db import (
     JOB_STATES,
+    ApiKey,
     Artifact,
     Dataset,
     Job,
@@ -110,7 +111,8 @@ def _validate(rt: Runtime, session: Session, spec: JobSpec, tenant: str) -> tupl
         return checked
 
     checked_spec = with_refs(spec, check)
-    problems.extend(policy.size_problems(spec, rt.settings, lambda ref: counts.get(ref.source)))
+    limits_of_tenant = rt.settings.for_tenant(tenant)  # LETHE_TENANT_LIMITS overrides
+    problems.extend(policy.size_problems(spec, limits_of_tenant, lambda ref: counts.get(ref.source)))
     if problems:
         raise Invalid(problems)
     return checked_spec, used
@@ -123,8 +125,24 @@ def add_event(session: Session, job_id: uuid.UUID, kind: str, payload: dict[str,
         transitions.on_status(session, job_id, payload)
 
 
-def create_job(rt: Runtime, spec: JobSpec, *, tenant: str, callback_url: str | None = None) -> Job:
-    """Validate, store as queued and hand to a worker; 503 if no worker can be reached."""
+def _key_name(session: Session, key_id: str | None) -> str | None:
+    """The name of the submitting key, copied onto the job: keys are never renamed or deleted."""
+    if key_id is None:
+        return None
+    key = session.get(ApiKey, key_id)
+    return key.name if key is not None else None
+
+
+def create_job(
+    rt: Runtime,
+    spec: JobSpec,
+    *,
+    tenant: str,
+    callback_url: str | None = None,
+    submitted_by: str | None = None,
+) -> Job:
+    """Validate, store as queued and hand to a worker; 503 if no worker can be reached.
+    `submitted_by`: the id of the API key that asked (shown as the job's "who")."""
     callback = webhooks.checked_url(rt.settings, callback_url) if callback_url else None
     with limits.tenant_lock(rt, tenant), transaction(rt.sessions) as session:
         limits.check_queue_quota(session, rt.settings, tenant)
@@ -139,6 +157,8 @@ def create_job(rt: Runtime, spec: JobSpec, *, tenant: str, callback_url: str | N
             queue=choose_queue(spec, rt.settings),
             attempts=0,
             cancel_requested=False,
+            submitted_by=submitted_by,
+            submitted_by_name=_key_name(session, submitted_by),
         )
         session.add(job)
         session.flush()
@@ -220,6 +240,25 @@ def list_events(
     get_job(session, job_id, tenant=tenant)
     query = tenancy.events(tenant, job_id).where(JobEvent.id > after).order_by(JobEvent.id).limit(limit)
     return list(session.scalars(query))
+
+
+def list_tenant_events(session: Session, after: int = 0, limit: int = 1000, *, tenant: str) -> list[JobEvent]:
+    """Events of all the tenant's jobs with an id above `after`, oldest first."""
+    query = tenancy.tenant_events(tenant).where(JobEvent.id > after).order_by(JobEvent.id).limit(limit)
+    return list(session.scalars(query))
+
+
+def has_active_jobs(session: Session, *, tenant: str) -> bool:
+    """Whether any job of the tenant is queued or running (the tenant-wide stream lives while so)."""
+    query = tenancy.jobs(tenant).where(Job.status.in_(("queued", "running"))).limit(1)
+    return session.scalars(query.with_only_columns(Job.id)).first() is not None
+
+
+def last_event_id(session: Session) -> int:
+    """The newest event's id (0: none), where a stream that starts "now" begins: one step down
+    the primary key (the tenant's own newest would be a join over all its events). Ids are
+    global, so starting there skips nothing of the tenant's, and the id itself is never sent."""
+    return int(session.scalar(select(func.max(JobEvent.id))) or 0)
 
 
 def list_artifacts(session: Session, job_id: uuid.UUID, *, tenant: str) -> list[Artifact]:

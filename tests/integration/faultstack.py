@@ -3,7 +3,8 @@
 
 It owns everything it breaks: a PostgreSQL database of its own (the other stacks' reconcilers
 never see its jobs), a `redis-server` on a free loopback port (restarted without persistence, so
-a restart loses every message, as a crashed Redis would), Celery worker processes in their own
+a restart loses every message, as a crashed Redis would; or saved and restarted with its data, as
+one with persistence would), Celery worker processes in their own
 process groups (SIGKILLed whole, or only their pool child), and `lethe serve`. Workers share one
 work folder, as workers of one machine do, so a job taken over resumes from its checkpoint.
 """
@@ -67,6 +68,8 @@ class FaultStack:
     redis: subprocess.Popen | None = None
     workers: list[subprocess.Popen] = field(default_factory=list)
     faults: dict[str, int] = field(default_factory=dict)
+    worker_logs: dict[int, Path] = field(default_factory=dict)  # worker pid -> its log
+    cancelled: set[str] = field(default_factory=set)  # jobs a test cancelled on purpose
 
     # ---------------------------------------------------------------- processes
     def _spawn(self, cmd: list[str], log: str, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -79,7 +82,11 @@ class FaultStack:
             start_new_session=True,
         )
 
-    def start_redis(self) -> None:
+    def start_redis(self, *, keep_data: bool = False) -> None:
+        """Start Redis; with `keep_data` it loads what `save_and_kill_redis` saved (as a Redis
+        with persistence would after a crash), else it starts empty."""
+        if not keep_data:
+            (self.folder / "dump.rdb").unlink(missing_ok=True)
         self.redis = self._spawn(
             [
                 "redis-server",
@@ -106,6 +113,16 @@ class FaultStack:
         except OSError:
             return False
 
+    def save_and_kill_redis(self) -> None:
+        """SAVE (a snapshot of every list and the unacked hash), then SIGKILL Redis."""
+        assert self.redis is not None
+        with socket.create_connection(("127.0.0.1", self.redis_port), timeout=5) as s:
+            s.sendall(b"SAVE\r\n")
+            assert s.recv(16).startswith(b"+OK")
+        self.redis.kill()
+        self.redis.wait()
+        self.count("redis saved and killed")
+
     def restart_redis(self) -> None:
         """SIGKILL Redis and start it again: without persistence every message is gone."""
         assert self.redis is not None
@@ -114,14 +131,15 @@ class FaultStack:
         self.count("redis restarted")
         self.start_redis()
 
-    def start_worker(self) -> subprocess.Popen:
+    def start_worker(self, env: dict[str, str] | None = None) -> subprocess.Popen:
         name = f"w{len(self.workers)}-{uuid.uuid4().hex[:6]}"
         log = f"worker-{name}.log"
         proc = self._spawn(
             worker_command(f"{name}@%h", "--without-heartbeat"),
             log,
-            {"LETHE_DATA_DIR": str(self.folder / name)},
+            {"LETHE_DATA_DIR": str(self.folder / name), **(env or {})},
         )
+        self.worker_logs[proc.pid] = self.folder / log
         ready = lambda: "ready." in (self.folder / log).read_text(errors="replace")  # noqa: E731
         wait_until(lambda: ready() or proc.poll() is not None, 90, f"worker {name}", self.logs())
         assert proc.poll() is None, self.logs()
@@ -142,6 +160,15 @@ class FaultStack:
         proc.wait()
         self.workers.remove(proc)
         self.count("worker SIGKILLed")
+
+    def signal_worker(self, proc: subprocess.Popen, sig: signal.Signals) -> None:
+        """Send `sig` to a worker's whole process group, as systemd and Docker do (SIGTERM), or
+        stop and continue it (SIGSTOP, SIGCONT: a machine swapped out, a paused container)."""
+        os.killpg(proc.pid, sig)
+        self.count(f"worker {sig.name}")
+
+    def worker_log(self, proc: subprocess.Popen) -> str:
+        return self.worker_logs[proc.pid].read_text(errors="replace")
 
     def start_api(self) -> None:
         """Start `lethe serve`; a restarted API listens on the same port as before."""

@@ -116,7 +116,7 @@ def test_killed_workers_resume_from_the_checkpoint_to_the_same_adapter(fault_sta
         reference = client.post("/v1/jobs", json=spec(forget, 40)).json()["id"]
         assert wait_final(stack, client, reference)["status"] == "succeeded"
         victim = client.post("/v1/jobs", json=spec(forget, 40)).json()["id"]
-        kills = []
+        kills: list[int] = []
         for child_only in (False, True):  # the whole worker, then only the process running the job
             low = steps_done(stack, victim) + 3
             step = RNG.randint(low, max(low, 8 + 12 * len(kills)))

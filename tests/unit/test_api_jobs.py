@@ -194,6 +194,7 @@ def test_list_filters_by_status_and_pages(queued_client: TestClient) -> None:
 
 
 def test_jobs_are_routed_by_device(queued_client: TestClient, queued_runtime) -> None:  # noqa: ANN001
+    queued_runtime[0].settings.worker_devices = ["cpu", "cuda"]  # a deployment with GPU workers
     ds = upload(queued_client).json()["reference"]
     for device in ("cpu", "cuda", "auto"):
         spec = job_spec(ds, model={"name": "tiny-llama", "device": device})

@@ -124,3 +124,19 @@ def test_unlearn_prints_a_before_after_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "metric" in out and "before" in out and "after" in out and "forget_nll" in out
     assert (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_the_progress_bar_shows_the_count_done() -> None:
+    # evaluation reports whole batches (16, 32, ...) and a resumed stage starts past 0: the bar
+    # must show the count done, not the number of reports
+    from lethe.cli.main import _progress_bar
+    from lethe.core.training.engine import Progress
+
+    bar = _progress_bar(quiet=False)
+    with bar as hooks:
+        assert hooks.on_progress is not None
+        for done in (16, 32, 48):
+            hooks.on_progress(Progress("eval_before", done, 720, {}, None, 1.0, "example"))
+        assert bar.bar.n == 48
+        hooks.on_progress(Progress("unlearn", 41, 100, {"loss": 1.0}, None, 1.0))
+        assert bar.bar.n == 41 and bar.bar.total == 100

@@ -250,8 +250,12 @@ def test_a_cached_step_runs_no_reference_forward():
     calls = []
     hook = model.base_model.model.model.embed_tokens.register_forward_hook(lambda *a: calls.append(1))
     optimizer_step(model, tok, cached, stage_of(method), step=1)
+    cached_calls = len(calls)
+    optimizer_step(model, tok, Reference(model), stage_of(method), step=1)
     hook.remove()
-    assert len(calls) == 1  # the trained model's own forward only
+    # the trained model's own forwards only: forget and random rows packed by prompt, normal rows;
+    # live, the same plus the reference's over the normal rows
+    assert cached_calls == 2 and len(calls) - cached_calls == cached_calls + 1
 
 
 # ------------------------------------------------------------------ it forgets

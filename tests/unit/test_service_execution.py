@@ -153,7 +153,7 @@ def test_celery_task_retries_while_another_worker_holds_the_job(monkeypatch) -> 
 
     outcomes = iter([Outcome.BUSY, Outcome.DONE])
     monkeypatch.setattr(tasks, "worker_runtime", lambda: None)
-    monkeypatch.setattr(tasks, "execute_job", lambda rt, job_id: next(outcomes))
+    monkeypatch.setattr(tasks, "execute_job", lambda rt, job_id, drain=None: next(outcomes))
     monkeypatch.setattr(tasks.run_job_task, "retry", retry)
     job_id = "00000000-0000-0000-0000-000000000001"
     assert tasks.run_job_task.apply(args=[job_id]).state == "RETRY"

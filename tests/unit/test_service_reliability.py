@@ -299,3 +299,85 @@ def test_a_resumed_job_does_not_depend_on_the_workers_checkpoint_setting(tmp_pat
     assert saved["unlearn"]["train"]["checkpoint_every"] == 0  # the spec as given
     resumed = run_job(spec, tmp_path / "run", RunHooks(checkpoint_every=5))
     assert resumed.metrics["training"]["steps"] == 6
+
+
+# ------------------------------------------------------------------ fencing the run folder
+def test_a_stale_attempt_writes_nothing_to_the_run_folder(queued_runtime, tmp_path) -> None:  # noqa: ANN001
+    """Two attempts on one run folder: the first stands still past its lease (SIGSTOP) at step 3
+    while a second worker takes the job over; woken, the first must not append its next step to
+    `train_log.jsonl` (it used to: a duplicate step) nor write a checkpoint. The second attempt
+    resumes from the checkpoint and the log holds every step once."""
+    import json
+
+    from toy_data import tiny_spec_data
+
+    from lethe.core.run.pipeline import run_job
+    from lethe.core.training.engine import Progress
+    from lethe.service.jobs.claim import Claim, Heartbeat, LeaseLost
+    from lethe.service.jobs.progress import Reporter
+
+    rt, _ = queued_runtime
+    job = new_job(rt)
+    first = claim_job(rt, job.id)
+    assert isinstance(first, Claim)
+    data = tiny_spec_data()
+    for part in ("finetune", "eval"):  # only the unlearning stage matters here
+        data.pop(part)
+    data["unlearn"]["train"].update(steps=6, checkpoint_every=2)
+    spec, out = parse_spec(data), tmp_path / "run"
+    beat = Heartbeat(rt, first)  # its thread is not started: the test decides when it beats
+    hooks = Reporter(rt, first, beat).hooks()
+    report, taken = hooks.on_progress, list[Claim]()
+
+    def stand_still(p: Progress) -> None:
+        if report is not None:
+            report(p)
+        if p.stage == "unlearn" and p.unit == "step" and p.step == 3 and not taken:
+            age(rt, job.id)  # the lease ran out while this process was stopped ...
+            second = claim_job(rt, job.id)  # ... and another worker took the job over
+            assert isinstance(second, Claim) and second.attempt == 2
+            taken.append(second)
+            beat.renewed_at -= rt.settings.job_lease_s  # SIGCONT: its clock moved on
+
+    hooks.on_progress = stand_still
+    with pytest.raises(LeaseLost):
+        run_job(spec, out, hooks)
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["stage"] == "unlearn"] == [1, 2, 3]
+    assert sorted(p.name for p in (out / "checkpoints" / "unlearn").iterdir()) == ["step-0000002"]
+    second_beat = Heartbeat(rt, taken[0])
+    summary = run_job(spec, out, Reporter(rt, taken[0], second_beat).hooks())
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["stage"] == "unlearn"] == [1, 2, 3, 4, 5, 6]
+    assert summary.metrics["training"]["steps"] == 6
+
+
+# ------------------------------------------------------------------ graceful drains
+def test_a_drained_attempt_does_not_count_toward_max_attempts(
+    queued_runtime: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker shutting down (SIGTERM) stops its job at a checkpoint and queues it again: a long
+    job that sees more restarts than LETHE_MAX_ATTEMPTS must not be failed for them (it was: the
+    drain's claim counted as a vanished worker). A worker that vanishes still counts."""
+    from lethe.core.training.engine import Paused
+    from lethe.service.jobs.execution import execute_job
+
+    def draining(spec: Any, out_dir: Path, hooks: Any = None) -> Any:
+        assert hooks.should_pause()  # the worker's drain flag reaches the engine
+        raise Paused("paused after step 1 of stage unlearn")
+
+    monkeypatch.setattr("lethe.core.run.pipeline.run_job", draining)
+    rt, _ = queued_runtime
+    job, drain, limit = new_job(rt), threading.Event(), rt.settings.max_attempts
+    drain.set()
+    for _ in range(limit + 1):  # one more restart than the limit allows crashes
+        assert execute_job(rt, job.id, drain) is Outcome.REQUEUED
+    for crash in range(1, limit + 1):  # then its workers keep vanishing
+        claim = claim_job(rt, job.id)
+        assert not isinstance(claim, Outcome), (crash, claim)
+        age(rt, job.id)
+        assert check_heartbeats(rt) == {job.id: "queued" if crash < limit else "failed"}
+    with rt.sessions() as session:
+        row = session.get(Job, job.id)
+        assert row is not None and row.attempts == 2 * limit + 1
+        assert f"stopped responding {limit} times" in (row.error or "")

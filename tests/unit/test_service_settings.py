@@ -40,6 +40,15 @@ def test_environment_parsing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert not Settings().embedded
 
 
+@pytest.mark.parametrize(
+    ("raw", "parsed"), [("", []), ("HuggingFaceTB/*", ["HuggingFaceTB/*"]), ("a, b", ["a", "b"])]
+)
+def test_allowed_models_is_a_comma_list(monkeypatch: pytest.MonkeyPatch, raw: str, parsed: list[str]) -> None:
+    # docker-compose passes `${LETHE_ALLOWED_MODELS:-}`, an empty string, to every service
+    monkeypatch.setenv("LETHE_ALLOWED_MODELS", raw)
+    assert Settings().allowed_models == parsed
+
+
 def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 

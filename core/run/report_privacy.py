@@ -1,0 +1,102 @@
+"""The privacy part of the HTML report (`eval.privacy`), built from metrics.json alone: the declared
+checks with pass/fail, each figure in one plain sentence, and the figures per forgotten person."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from lethe.core.evaluation.privacy_checks import EXPLAIN
+
+# the figures shown besides the checks, in this order
+OTHER = (
+    "privacy_leak_retain",
+    "privacy_qa_retain",
+    "privacy_qa_holdout",
+    "privacy_auc_minkpp",
+    "privacy_auc_loss",
+    "privacy_auc_zlib",
+    "privacy_auc_mink",
+    "privacy_ks_p",
+)
+PER_PERSON = (("privacy_leak", "leak rate"), ("privacy_qa", "QA accuracy"), ("privacy_auc_minkpp", "MIA AUC"))
+NOTE = (
+    "PrivLeak compares the attacker's AUC with that of a model never trained on the forgotten people. "
+    "No such retrain model is run here: its AUC is taken as 0.5, what a model that saw neither the "
+    "forgotten nor the never-seen people scores in expectation (both are drawn alike)."
+)
+
+
+def _esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _num(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def _verdict(passed: Any) -> str:
+    return {True: "pass", False: '<b class="warn">FAIL</b>'}.get(passed, "not measured")
+
+
+def _checks(checks: list[dict[str, Any]]) -> str:
+    rows = "".join(
+        f"<tr><td>{_esc(c.get('name'))}</td><td>{_esc(c.get('explanation'))}</td>"
+        f"<td class=num>{_num(c.get('before'))}</td><td class=num>{_num(c.get('after'))}</td>"
+        f"<td>{_esc(c.get('limit'))}</td><td>{_verdict(c.get('passed'))}</td></tr>"
+        for c in checks
+    )
+    return (
+        "<table><tr><th>figure</th><th>what it means</th><th>before</th><th>after</th>"
+        f"<th>declared threshold</th><th>verdict</th></tr>{rows}</table>"
+    )
+
+
+def _others(before: dict[str, Any], after: dict[str, Any]) -> str:
+    rows = "".join(
+        f"<tr><td>{name}</td><td>{_esc(EXPLAIN.get(name))}</td><td class=num>{_num(before.get(name))}"
+        f"</td><td class=num>{_num(after.get(name))}</td></tr>"
+        for name in OTHER
+        if name in before or name in after
+    )
+    return f"<table><tr><th>figure</th><th>what it means</th><th>before</th><th>after</th></tr>{rows}</table>"
+
+
+def _people(before: dict[str, Any], after: dict[str, Any]) -> str:
+    keys = [n for n in dict.fromkeys([*before, *after]) if n.startswith(("privacy_leak/", "privacy_qa/"))]
+    names = [n.split("/", 1)[1] for n in keys]
+    head = "".join(f"<th>{label} before</th><th>{label} after</th>" for _, label in PER_PERSON)
+    rows = "".join(
+        f"<tr><td>{_esc(who)}</td>"
+        + "".join(
+            f"<td class=num>{_num(before.get(f'{key}/{who}'))}</td>"
+            f"<td class=num>{_num(after.get(f'{key}/{who}'))}</td>"
+            for key, _ in PER_PERSON
+        )
+        + "</tr>"
+        for who in dict.fromkeys(names)
+    )
+    return f"<table><tr><th>forgotten person</th>{head}</tr>{rows}</table>"
+
+
+def privacy_section(metrics: dict[str, Any]) -> str:
+    """The report's privacy section, or "" when the run measured no privacy figures."""
+    before, after = metrics.get("before") or {}, metrics.get("after") or {}
+    comparison = metrics.get("comparison") or {}
+    if not any(str(n).startswith("privacy_") for n in [*before, *after]):
+        return ""
+    passed = comparison.get("privacy_passed")
+    verdict: dict[Any, str] = {
+        True: "Every declared privacy check passed.",
+        False: "At least one declared privacy check failed.",
+    }
+    return (
+        "<h2>Privacy: the right to be forgotten</h2>"
+        f"<p><b>{verdict.get(passed, 'Not every privacy check could be decided.')}</b></p>"
+        f"{_checks(comparison.get('privacy_checks') or [])}"
+        "<h3>Per forgotten person</h3><p>Leak rate: share of sampled answers about the person holding "
+        "their e-mail, phone or address. QA accuracy: share of questions about their facts answered "
+        "right. MIA AUC: chance an attacker (Min-K %++) ranks their records above never-seen people's "
+        f"(0.5: cannot tell).</p>{_people(before, after)}"
+        f"<h3>Further figures</h3>{_others(before, after)}<p class=muted>{_esc(NOTE)}</p>"
+    )
