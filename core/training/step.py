@@ -264,8 +264,11 @@ def micro_batch_loss(
     for group in linked_kinds(terms, list(kinds), share):
         part = {k: kinds[k] for k in group}
         loss = _group_loss(model, source, terms, part, keys, layer, chunk, values, share)
-        if backward is not None:
+        # a group whose answers were all cut off by max_length scores no token: its loss is a
+        # constant with nothing to back-propagate (the plain step gave it a zero gradient)
+        if backward is not None and loss.requires_grad:
             (loss * backward).backward()
+        if backward is not None:
             loss = loss.detach()
         total = total + loss
     return total, values

@@ -236,3 +236,16 @@ def test_the_gradient_checkpointing_option_trains_the_same_weights():
         finals.append(trainable(model))
     for pname, value in finals[0].items():
         torch.testing.assert_close(finals[1][pname], value, rtol=1e-5, atol=1e-7)
+
+
+def test_a_batch_whose_answers_were_all_cut_off_trains_nothing_and_does_not_fail():
+    """max_length can cut every answer of a micro-batch off (long prompts): no token is scored, so
+    the step back-propagates nothing instead of calling backward on a constant."""
+    model, tok = fresh_model()
+    model.train()
+    terms, batch, slices, keys = _rows(tok, "ga")
+    batch = dict(batch, labels=torch.full_like(batch["labels"], -100))
+    model.zero_grad()
+    loss, _ = micro_batch_loss(model, Reference(model), terms, batch, slices, keys, backward=1.0)
+    assert not loss.requires_grad
+    assert all(g is None or not g.any() for g in grads(model).values())
