@@ -242,7 +242,8 @@ class Settings(BaseSettings):
         3,
         ge=1,
         description="Times a job is started before a job whose worker keeps vanishing is "
-        "failed with the reason.",
+        "failed with the reason; a graceful drain (SIGTERM to a worker: the job stops at a "
+        "checkpoint and is queued again) does not count.",
     )
     maintenance_interval_s: float = Field(
         10.0,

@@ -5,7 +5,10 @@ import { lineChart } from "../chart.js";
 import { fmtBytes, fmtNumber, h, replace, table, toast } from "../dom.js";
 import { verifyCertificate } from "../verify.js";
 
-const SAMPLE_TITLES = { harmful_prompts: "Harmful prompts", benign_prompts: "Benign prompts" };
+const SAMPLE_TITLES = {
+  harmful_prompts: "Harmful prompts", benign_prompts: "Benign prompts",
+  copyright_forget: "Book continuations: the forgotten book", copyright_retain: "Book continuations: the kept book",
+};
 const LOG_KEYS = new Set(["stage", "step", "lr", "grad_norm"]);
 
 export async function evidence(box, curvesBox, job, signal) {
@@ -19,7 +22,7 @@ export async function evidence(box, curvesBox, job, signal) {
     metrics?.judge ? section("The judge", judge(metrics)) : null,
     metrics ? section("Sample answers", samples(metrics)) : null,
     metrics ? section("Kept checkpoint", kept(metrics)) : null,
-    metrics?.probes ? section("Robustness probes", keyValues(metrics.probes)) : null,
+    metrics?.probes ? section("Robustness probes", probes(metrics.probes)) : null,
     section("Artifacts", artifactTable(job, artifacts)),
     job.status === "succeeded" ? section("Certificate", certificate(job, artifacts)) : null);
 }
@@ -29,7 +32,11 @@ function section(title, ...content) {
   return h("section", { "aria-labelledby": id }, h("h2", { id }, title), content);
 }
 
-function objective(spec) {
+// The objective the run used: the worker's own word for it when selection or probes recorded it
+// (it resolved `auto`), else the same rule as core/spec/options.py:objective_of.
+function objective(spec, metrics) {
+  const resolved = metrics.selection?.objective ?? metrics.probes?.objective;
+  if (resolved) return resolved;
   const c = spec.criterion || {};
   if (c.objective && c.objective !== "auto") return c.objective;
   const e = spec.eval || {};
@@ -37,14 +44,14 @@ function objective(spec) {
 }
 
 // The goal a metric has under the spec's criterion, and whether `after` meets it.
-function goal(name, before, after, spec) {
+function goal(name, before, after, spec, metrics) {
   const c = { max_normal_ppl_increase: 0.1, ...(spec.criterion || {}) };
   if (name === "normal_ppl" && c.max_normal_ppl_increase != null && before != null) {
     const bound = before * (1 + c.max_normal_ppl_increase);
-    return [`≤ ${fmtNumber(bound)} (+${c.max_normal_ppl_increase * 100}%)`, after <= bound];
+    return [`≤ ${fmtNumber(bound)} (+${percent(c.max_normal_ppl_increase)})`, after <= bound];
   }
   if (name === "over_refusal" && c.max_over_refusal != null) return [`≤ ${c.max_over_refusal}`, after <= c.max_over_refusal];
-  if (name !== objective(spec) || before == null) return ["", null];
+  if (name !== objective(spec, metrics) || before == null) return ["", null];
   const higher = name === "forget_nll", gain = c.min_improvement;
   if (gain == null) return [higher ? "higher (objective)" : "lower (objective)", higher ? after > before : after < before];
   const bound = higher ? before * (1 + gain) : before * (1 - gain);
@@ -55,11 +62,16 @@ function metricsTable(metrics, spec) {
   const before = metrics.before || {}, after = metrics.after || {};
   const names = [...new Set([...Object.keys(before), ...Object.keys(after)])];
   return table(["Metric", "Before", "After", "Change", "Goal", "Met"], names.map((n) => {
-    const [bound, met] = goal(n, before[n], after[n], spec);
+    const [bound, met] = goal(n, before[n], after[n], spec, metrics);
     const delta = typeof before[n] === "number" && typeof after[n] === "number" ? after[n] - before[n] : null;
     return [h("code", {}, n), fmtNumber(before[n]), fmtNumber(after[n]), delta == null ? "–" : `${delta >= 0 ? "+" : ""}${fmtNumber(delta)}`,
       bound, met == null ? "" : h("span", { class: met ? "ok" : "bad" }, met ? "✓ yes" : "✗ no")];
   }), "Each metric before and after unlearning, against the spec's criterion");
+}
+
+// 0.07 as "7%", not "7.000000000000001%" (the float product shown as it comes).
+function percent(share) {
+  return `${Number((share * 100).toPrecision(6))}%`;
 }
 
 function curves(log) {
@@ -89,8 +101,12 @@ function samples(metrics) {
   if (!kinds.length) return h("p", { class: "muted" }, "This job generated no answers.");
   return kinds.map((kind) => {
     const old = new Map((before[kind] || []).map((e) => [e.id, e]));
-    return h("div", { class: "table-wrap" }, table(["Prompt", "Before", "After"], after[kind].slice(0, 10).map((e) => [
-      e.prompt, answer(old.get(e.id)), answer(e)]), SAMPLE_TITLES[kind] || kind.replace("_", " ")));
+    // a book continuation is judged against the book's own text: show it beside the answers
+    const book = kind.startsWith("copyright");
+    const head = book ? ["Prefix", "Before", "After", "The book's continuation"] : ["Prompt", "Before", "After"];
+    return h("div", { class: "table-wrap" }, table(head, after[kind].slice(0, 10).map((e) => [
+      e.prompt, answer(old.get(e.id)), answer(e), book ? h("q", {}, e.reference ?? "–") : null].filter((c) => c !== null)),
+    SAMPLE_TITLES[kind] || kind.replaceAll("_", " ")));
   });
 }
 
@@ -103,13 +119,51 @@ function answer(e) {
 function kept(metrics) {
   const s = metrics.selection;
   if (!s) return h("p", {}, `The last step was kept (no checkpoint selection in the spec); training stopped: ${metrics.training?.stopped_reason ?? "–"}.`);
-  return [h("p", {}, `Kept the checkpoint of step ${s.chosen_step}: ${s.reason}`), h("details", {}, h("summary", {}, "Every evaluated checkpoint"), keyValues(s))];
+  // the reason opens with the step it names ("step 20: harmful_rate …"): said once, not twice
+  const why = s.reason.replace(new RegExp(`^step ${s.chosen_step}: `), "");
+  return [h("p", { id: "kept-checkpoint" }, `Kept the checkpoint of step ${s.chosen_step}: ${why}`),
+    h("p", { class: "muted small" }, `Training stopped: ${metrics.training?.stopped_reason ?? "–"}.`),
+    evaluations(s)];
 }
 
-function keyValues(value) {
-  if (value === null || typeof value !== "object") return h("span", {}, fmtNumber(value));
-  if (Array.isArray(value)) return h("pre", { class: "json" }, JSON.stringify(value, null, 1));
-  return h("dl", { class: "kv" }, Object.entries(value).map(([k, v]) => [h("dt", {}, k), h("dd", {}, keyValues(v))]));
+// Every evaluation during unlearning, the kept one marked: the figures the reason compares.
+function evaluations(s) {
+  const rows = s.evaluations || [];
+  const names = [...new Set([s.objective, "normal_ppl", "over_refusal"])].filter((n) => rows.some((e) => n in (e.metrics || {})));
+  return h("div", { class: "table-wrap" }, table(["Step", ...names.map((n) => h("code", {}, n)), "Kept"], rows.map((e) => [
+    String(e.step), ...names.map((n) => fmtNumber(e.metrics?.[n])),
+    e.step === s.chosen_step ? h("span", { class: "ok" }, "✓ kept") : ""]),
+  `Checkpoints evaluated every ${rows.length > 1 ? rows[1].step - rows[0].step : "–"} steps (step 0: before unlearning)`));
+}
+
+// Each probe's objective on the original, the unlearned and the probed model, and the share of
+// the unlearning's improvement that survives it (as the HTML report, core/run/report_html.py).
+function probes(p) {
+  const key = p.objective, summary = p.summary || {};
+  const relearn = p.relearn || {}, quantize = p.quantize || {}, rephrase = p.rephrase || {};
+  const rows = [];
+  const at = (part, name) => (part[name] || {})[key];
+  if (p.relearn) {
+    rows.push([`relearn: ${relearn.steps} steps on ${relearn.relearned_examples} forget examples`,
+      at(relearn, "original"), at(relearn, "unlearned"), at(relearn, "probed"), null, summary.relearn?.retained]);
+  }
+  for (const bits of [8, 4]) {
+    if (!quantize[`unlearned_${bits}bit`]) continue;
+    rows.push([`${bits}-bit weights`, at(quantize, "original"), at(quantize, "unlearned"), at(quantize, `unlearned_${bits}bit`),
+      at(quantize, `original_${bits}bit`), summary[`quantize_${bits}bit`]?.retained]);
+  }
+  for (const [name, value] of Object.entries(rephrase.probed || {})) {
+    rows.push([`rephrased prompts: ${name}`, null, null, value, rephrase.original?.[name], null]);
+  }
+  return [
+    h("p", {}, "Objective ", h("code", {}, key), " on the probes' own sets",
+      quantize.method ? ` (quantisation: ${quantize.method})` : "", "; rephrased prompts show their harmful rate."),
+    h("div", { class: "table-wrap" }, table(
+      ["Probe", "Original", "Unlearned", "Unlearned after probe", "Original after probe", "Retained"],
+      // fmtNumber(value) alone: map's index would be taken for its digits
+      rows.map(([label, ...cells]) => [label, ...cells.map((c) => fmtNumber(c))]),
+      "What survives each probe")),
+  ];
 }
 
 function artifactTable(job, artifacts) {
