@@ -61,7 +61,7 @@ def one_format(shipped: dict[str, Any]) -> dict[str, Any]:
 def variants(shipped: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """a: the one-format spec; b: rows drawn across formats; c: b with LoRA on every linear layer
     and the robustness probes; d, e: b pushed harder (lr 6e-4 / 1e-3, 100 steps); f, g: the
-    shipped spec with checkpoint selection, seeds 0 and 1."""
+    shipped spec with checkpoint selection, seeds 0 and 1; h: f with normal_weight 16."""
     a = one_format(shipped)
     a["eval"].update(copy.deepcopy(EVAL))
     b = copy.deepcopy(a)
@@ -80,6 +80,10 @@ def variants(shipped: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out["g"] = copy.deepcopy(out["f"])
     out["g"]["seed"] = 1
     out["g"].pop("probes", None)
+    # h: g's lesson (perplexity passes +10 % by step 60) answered with a KL term twice as strong
+    out["h"] = copy.deepcopy(out["g"])
+    out["h"]["seed"] = 0
+    out["h"]["unlearn"]["normal_weight"] = 16.0
     for name, spec in out.items():
         spec["name"] = f"exp-{name}"
     return out

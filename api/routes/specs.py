@@ -25,7 +25,9 @@ from lethe.service.infra.runtime import Runtime
 from lethe.service.jobs import records
 
 router = APIRouter(prefix="/v1/specs", tags=["specs"])
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # the repository's, when installed from it
+# the repository's, when Lethe runs from a checkout (an installed package has none: the images
+# copy examples/ and set LETHE_EXAMPLES_DIR)
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MAX_SPEC_CHARS = 50_000  # JSON-escaped at 12 bytes a character at most: under LETHE_MAX_JSON_KB
 
 
@@ -121,9 +123,10 @@ def _description(text: str) -> str:
 
 
 @router.get("/examples", name="examples", responses=errors(401, 403, 503))
-def example_specs(principal: ReadDep) -> list[ExampleSpec]:
-    """The example specs shipped in the repository's `examples/` (none when it is not installed)."""
-    files = sorted(EXAMPLES.glob("[!_]*.yaml")) if EXAMPLES.is_dir() else []
+def example_specs(principal: ReadDep, rt: RuntimeDep) -> list[ExampleSpec]:
+    """The example specs of `LETHE_EXAMPLES_DIR` (default: the repository's `examples/`)."""
+    folder = rt.settings.examples_dir or EXAMPLES
+    files = sorted(folder.glob("[!_]*.yaml")) if folder.is_dir() else []
     return [
         ExampleSpec(name=f.name, description=_description(text), text=text)
         for f in files

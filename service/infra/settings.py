@@ -101,6 +101,11 @@ class Settings(BaseSettings):
         description="Folder where workers keep run folders and checkpoints while a job runs. "
         "Empty: `<data_dir>/work`.",
     )
+    examples_dir: Path | None = Field(
+        None,
+        description="Folder of example specs the console offers as starting points (`*.yaml`). "
+        "Empty: the repository's `examples/` when Lethe runs from a checkout, else none.",
+    )
     checkpoint_every: int = Field(
         25,
         ge=0,

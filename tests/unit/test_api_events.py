@@ -1,14 +1,18 @@
-"""/v1/events: the tenant-wide event log and its stream, and who submitted each job."""
+"""/v1/events: the tenant-wide event log and its stream, who submitted each job, and the example
+specs the console starts from."""
 
 from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
-from service_helpers import job_spec, upload, wait_for
+from service_helpers import AUTH, job_spec, upload, wait_for
 
+from lethe.cli.wiring import build_app
+from lethe.service.infra.settings import Settings
 from lethe.service.trust import auth
 
 pytest_plugins = ["service_fixtures"]
@@ -74,3 +78,15 @@ def test_the_stream_lives_while_a_job_is_queued_and_ends_on_shutdown(queued_clie
         timer.cancel()
     assert closing.is_set()  # it ended because of the shutdown, not on its own
     assert [(e["job_id"], e["kind"]) for e in events] == [(job["id"], "status")]
+
+
+def test_example_specs_come_from_the_configured_folder(settings: Settings, tmp_path: Path) -> None:
+    """An installed package has no repository `examples/`: the image copies them and names the
+    folder with LETHE_EXAMPLES_DIR, which the console's "start from an example" lists."""
+    folder = tmp_path / "examples"
+    folder.mkdir()
+    (folder / "mine.yaml").write_text("# My own example.\nmodel: {name: tiny-llama}\n")
+    (folder / "_draft.yaml").write_text("model: {name: tiny-llama}\n")  # drafts stay hidden
+    with TestClient(build_app(settings.model_copy(update={"examples_dir": folder})), headers=AUTH) as c:
+        found = c.get("/v1/specs/examples").json()
+    assert [(e["name"], e["description"]) for e in found] == [("mine.yaml", "My own example.")]

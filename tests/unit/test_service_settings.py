@@ -86,6 +86,15 @@ def test_dockerfile_commands_exist(name: str) -> None:
     assert re.search(r"^FROM \S+:\S+", text, re.M), "pin the base image"
 
 
+def test_the_api_image_ships_the_example_specs() -> None:
+    """The console lists LETHE_EXAMPLES_DIR; an installed package has no repository examples/."""
+    text = (ROOT / "docker" / "Dockerfile.api").read_text()
+    ignore = (ROOT / "docker" / "Dockerfile.api.dockerignore").read_text().split()
+    workdir = re.findall(r"^WORKDIR (\S+)", text, re.M)[-1]
+    assert re.search(r"^COPY examples examples$", text, re.M) and "!examples/" in ignore
+    assert f"LETHE_EXAMPLES_DIR={workdir}/examples" in text
+
+
 @pytest.mark.parametrize("name", ["Dockerfile.api", "Dockerfile.worker"])
 def test_images_copy_every_package_folder(name: str) -> None:
     """Each folder that pyproject installs as part of `lethe` is sent to the build and copied in."""
