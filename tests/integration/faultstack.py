@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -221,6 +222,18 @@ class FaultStack:
             f"--- {p.name}\n{p.read_text(errors='replace')[-2500:]}"
             for p in sorted(self.folder.glob("*.log"))
         )
+
+
+def first_steps_after_takeover(log: list[Any]) -> list[int]:
+    """The first training step that each attempt after the first reported (where it resumed)."""
+    starts, attempt, seen = [], 0, False
+    for event in log:
+        if event.kind == "status" and event.payload.get("status") == "running":
+            attempt, seen = event.payload["attempt"], False
+        elif event.kind == "progress" and attempt > 1 and not seen and event.payload["stage"] == "unlearn":
+            starts.append(event.payload["step"])
+            seen = True
+    return starts
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from faultstack import FaultStack, wait_until
+from faultstack import FaultStack, first_steps_after_takeover, wait_until
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session
 
@@ -141,18 +141,6 @@ def test_killed_workers_resume_from_the_checkpoint_to_the_same_adapter(fault_sta
         f"EVIDENCE faults: worker SIGKILLed at step {kills[0]}, pool process at step {kills[1]}; "
         f"resumed at steps {starts}; adapter equal to the uninterrupted run's (atol 1e-6)"
     )
-
-
-def first_steps_after_takeover(log: list[Any]) -> list[int]:
-    """The first training step reported by each attempt after the first."""
-    starts, attempt, seen = [], 0, False
-    for event in log:
-        if event.kind == "status" and event.payload.get("status") == "running":
-            attempt, seen = event.payload["attempt"], False
-        elif event.kind == "progress" and attempt > 1 and not seen and event.payload["stage"] == "unlearn":
-            starts.append(event.payload["step"])
-            seen = True
-    return starts
 
 
 def test_queued_jobs_survive_a_redis_restart_and_run_once(fault_stack: FaultStack) -> None:

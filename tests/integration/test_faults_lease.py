@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from faultstack import FaultStack, wait_until
+from faultstack import FaultStack, first_steps_after_takeover, wait_until
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 from test_faults import events, forget_set, job, spec, steps_done, wait_final
@@ -163,7 +163,7 @@ def test_a_requeued_job_runs_after_redis_comes_back_with_its_data(fault_stack: F
         final = wait_final(stack, client, job_id, 120)
     assert final["status"] == "succeeded", final["error"]
     assert final["attempts"] == 2 and runs(stack, job_id) == 2
-    starts = resumed_at(events(stack, job_id))
+    starts = first_steps_after_takeover(events(stack, job_id))
     assert len(starts) == 1 and starts[0] >= 3 and starts[0] % 2 == 1, starts  # a checkpoint + 1
     print(
         "EVIDENCE faults: worker SIGKILLed, Redis saved, killed and restarted with its data: "
@@ -225,21 +225,9 @@ def test_sigterm_to_a_workers_group_drains_its_job_to_a_checkpoint(fault_stack: 
         stack.start_worker(QUOTA_ONE)
         final = wait_final(stack, client, job_id, 120)
     assert final["status"] == "succeeded", final["error"]
-    starts = resumed_at(events(stack, job_id))
+    starts = first_steps_after_takeover(events(stack, job_id))
     assert starts == [at + 1], (starts, at)  # not 1: the periodic checkpoints are 50 steps apart
     print(f"EVIDENCE faults: SIGTERM to the worker's group at step {at}: drained, resumed at {at + 1}")
-
-
-def resumed_at(log: list[Any]) -> list[int]:
-    """The first training step each attempt after the first reported."""
-    starts, attempt, seen = [], 0, False
-    for event in log:
-        if event.kind == "status" and event.payload.get("status") == "running":
-            attempt, seen = event.payload["attempt"], False
-        elif event.kind == "progress" and attempt > 1 and not seen and event.payload["stage"] == "unlearn":
-            starts.append(event.payload["step"])
-            seen = True
-    return starts
 
 
 def test_a_job_waiting_for_its_tenants_slot_starts_when_it_frees(fault_stack: FaultStack) -> None:
