@@ -50,19 +50,23 @@ def job_detail(job: Job) -> JobDetail:
     "",
     name="submit",
     status_code=status.HTTP_201_CREATED,
-    responses=errors(401, 403, 409, 413, 422, 429, 503),
+    response_model=JobDetail,
+    responses={
+        **errors(401, 403, 409, 413, 422, 429, 503),
+        201: {"headers": {"ETag": {"description": "the answer's version", "schema": {"type": "string"}}}},
+    },
 )
 def submit_job(
     rt: RuntimeDep,
     principal: SubmitDep,
     spec: JobSpec,
-    response: Response,
     idempotency_key: IdempotencyKey = None,
     callback_url: CallbackUrl = None,
-) -> JobDetail:
+) -> Response:
     """Validate a job spec completely (model, datasets, hyperparameters) and queue it.
 
-    With an `Idempotency-Key`, a retry returns the job the first request made."""
+    With an `Idempotency-Key`, a retry returns the job the first request made. The `ETag` is the
+    one GET /v1/jobs/{id} gives the same answer, so polling can start with `If-None-Match`."""
     slot = (
         idempotency.Slot(principal.tenant, "POST /v1/jobs", idempotency.check_key(idempotency_key))
         if idempotency_key is not None
@@ -82,10 +86,11 @@ def submit_job(
             ).id
         ),
     )
-    response.headers["Location"] = f"/v1/jobs/{job_id}"
+    body = _job_json(rt, job_id, principal.tenant)  # serialised as GET does: the same ETag
+    headers = {"Location": f"/v1/jobs/{job_id}", "ETag": _etag(body), "Cache-Control": "no-cache"}
     if replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return _read_job(rt, job_id, principal.tenant)
+        headers["Idempotent-Replayed"] = "true"
+    return Response(body, status_code=status.HTTP_201_CREATED, media_type="application/json", headers=headers)
 
 
 @router.get("", name="list", responses=errors(401, 403, 422, 503))

@@ -16,13 +16,14 @@ import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lethe.service.infra import locks
-from lethe.service.infra.db import Job, utcnow
+from lethe.service.infra.db import Job, JobEvent, utcnow
 from lethe.service.infra.errors import Invalid, ServiceError, TooLarge, TooMany
 from lethe.service.infra.settings import Settings
 
@@ -149,9 +150,10 @@ class OverBudget(ServiceError):
 
 
 class RunBudget:
-    """The time one attempt of a job may run, from its start on the worker (`job_started_at`):
-    `job_time_budget_s`, or the tenant's own (`tenant_limits`). Checked by the engine's hooks at
-    every step and stage, so a job is stopped between two steps."""
+    """The time a job may run, over all its attempts (`running_time_s`): `job_time_budget_s`, or
+    the tenant's own (`tenant_limits`). A job taken over after its worker died, or resumed after a
+    drain, goes on with what its earlier attempts left, not a fresh budget. Checked by the
+    engine's hooks at every step and stage, so a job is stopped between two steps."""
 
     def __init__(self, seconds: float, elapsed_s: float = 0.0) -> None:
         self.seconds = seconds
@@ -160,12 +162,11 @@ class RunBudget:
     @classmethod
     def of_job(cls, rt: Runtime, job_id: uuid.UUID) -> RunBudget:
         with rt.sessions() as session:
-            row = session.execute(select(Job.tenant, Job.started_at).where(Job.id == job_id)).first()
-        if row is None:
-            return cls(0.0)
-        tenant, started = row
-        elapsed = (utcnow() - started).total_seconds() if started is not None else 0.0
-        return cls(rt.settings.for_tenant(tenant).job_time_budget_s, max(0.0, elapsed))
+            tenant = session.scalar(select(Job.tenant).where(Job.id == job_id))
+            if tenant is None:
+                return cls(0.0)
+            elapsed = running_time_s(session, job_id, utcnow())
+        return cls(rt.settings.for_tenant(tenant).job_time_budget_s, elapsed)
 
     def check(self) -> None:
         """OverBudget once the budget is spent; nothing without a budget (0)."""
@@ -177,3 +178,48 @@ class RunBudget:
                 f"{self.seconds:g} s per job (LETHE_JOB_TIME_BUDGET_S); ask for fewer steps or a "
                 "smaller job, or ask an admin for a larger budget"
             )
+
+
+def running_time_s(session: Session, job_id: uuid.UUID, now: datetime) -> float:
+    """Seconds the job has run, over all its attempts, from its status events (a handful of rows).
+
+    An attempt runs from its `running` event to its last sign of work: the drain's own `queued`
+    event (the worker stopped it at a checkpoint), else the last event it wrote (stage, progress)
+    before the next status change; the attempt running now counts up to `now`. So waiting in the
+    queue (after a drain, a requeue, or while deferred by a quota) does not count, nor does the
+    lease a dead worker's job waited out before it was taken over."""
+    marks = session.execute(
+        select(JobEvent.id, JobEvent.ts, JobEvent.payload)
+        .where(JobEvent.job_id == job_id, JobEvent.kind == "status")
+        .order_by(JobEvent.id)
+    ).all()
+    total = 0.0
+    for index, (event_id, started, payload) in enumerate(marks):
+        if payload.get("status") != "running":
+            continue
+        following = tuple(marks[index + 1]) if index + 1 < len(marks) else None
+        ended = _attempt_end(session, job_id, (event_id, started), following, now)
+        total += max(0.0, (ended - started).total_seconds())
+    return total
+
+
+def _attempt_end(
+    session: Session,
+    job_id: uuid.UUID,
+    start: tuple[int, datetime],
+    following: tuple[int, datetime, dict[str, Any]] | None,
+    now: datetime,
+) -> datetime:
+    """When the attempt begun by the `running` event `start` (id, time) last worked; `following`:
+    the next status event (id, time, payload), None for the attempt running now."""
+    if following is None:
+        return now
+    end_id, end_ts, payload = following
+    if payload.get("drained"):  # written by the attempt itself as it stopped
+        return end_ts
+    last = session.scalar(
+        select(func.max(JobEvent.ts)).where(
+            JobEvent.job_id == job_id, JobEvent.id > start[0], JobEvent.id < end_id
+        )
+    )
+    return last if last is not None else start[1]

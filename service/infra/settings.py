@@ -85,8 +85,9 @@ class Settings(BaseSettings):
     hub_access: bool | None = Field(
         None,
         description="Whether workers can download from the Hugging Face hub. Off: a spec naming a hub "
-        "model (`org/name`) or hub dataset (`hf:ORG/NAME`) that is not in the local cache gets 422 at "
-        "submission. Empty: off when the API process runs with HF_HUB_OFFLINE=1, on otherwise.",
+        "model (`org/name`) or hub dataset (`hf:ORG/NAME`, also a registered one) that is not in the "
+        "local cache gets 422 at submission, and so does registering an `hf:` dataset. Empty: off "
+        "when the API process runs with HF_HUB_OFFLINE=1, on otherwise.",
     )
     worker_queues: CommaList = Field(
         default_factory=lambda: ["cpu"],

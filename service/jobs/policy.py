@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from lethe.core.spec.job import JobSpec
 from lethe.core.spec.refs import dataset_refs
 from lethe.service.infra.errors import Invalid, Problem
 from lethe.service.infra.settings import Settings
+from lethe.service.storage.datasets import hub_unreachable
 
 HUB_DATASET = re.compile(r"^hf:[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 HUB_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -138,16 +138,6 @@ def hub_model_reachable(name: str, revision: str | None, settings: Settings) -> 
     return isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str)
 
 
-def hub_dataset_cached(name: str) -> bool:
-    """Whether a hub dataset (`ORG/NAME`) is in the hub's or the datasets library's cache, where
-    the worker's offline loader looks for it."""
-    from huggingface_hub import constants
-
-    datasets_cache = os.environ.get("HF_DATASETS_CACHE") or Path(constants.HF_HOME) / "datasets"
-    hub = Path(constants.HF_HUB_CACHE) / ("datasets--" + name.replace("/", "--"))
-    return hub.is_dir() or (Path(datasets_cache) / name.replace("/", "___")).is_dir()
-
-
 def check_builtin(source: str, field: str) -> None:
     from lethe.core.data.examples import DataError, builtin_path
 
@@ -182,13 +172,9 @@ def check_plain_reference(source: str, settings: Settings, field: str) -> str:
     if source.startswith("hf:"):
         if not HUB_DATASET.match(source):
             raise Invalid.one(field, f"{source!r} is not a model-hub dataset id: use hf:ORG/NAME")
-        if not settings.hub_reachable and not hub_dataset_cached(source[3:]):
-            raise Invalid.one(
-                field,
-                f"{source!r} is on the model hub, which this server cannot reach, and it is not in "
-                "the server's cache: upload the file with POST /v1/datasets and use dataset:<id> "
-                "(an admin can allow hub access with LETHE_HUB_ACCESS)",
-            )
+        unreachable = hub_unreachable(source, settings)
+        if unreachable is not None:
+            raise Invalid.one(field, f"{source!r} {unreachable}")
     elif source.startswith("builtin:"):
         check_builtin(source, field)
     elif URL.match(source) or ":" in source.split("/")[0]:

@@ -36,7 +36,7 @@ from lethe.service.infra.pages import Page, paginate
 from lethe.service.infra.runtime import Runtime
 from lethe.service.infra.settings import Settings
 from lethe.service.jobs import policy, transitions
-from lethe.service.storage.datasets import check_s3_uri, dataset_id_of
+from lethe.service.storage.datasets import check_s3_uri, dataset_id_of, hub_unreachable
 from lethe.service.trust import webhooks
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,10 @@ def _check_ref(
                 f"no dataset {dataset_id}: upload it with POST /v1/datasets "
                 "(or check the id with GET /v1/datasets)",
             )
+        # registered while the hub was reachable (or cached), but the workers cannot read it now
+        unreachable = hub_unreachable(row.source, rt.settings) if row.kind == "hub" else None
+        if unreachable is not None:
+            raise Invalid.one(field, f"{source} (registered as {row.source!r}) {unreachable}")
         return dataset_id, ref
     if source.startswith("s3://"):
         check_s3_uri(rt, source, field)

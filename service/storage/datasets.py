@@ -8,6 +8,7 @@ written first and the row second, so no row ever points to a missing object.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import tempfile
 import uuid
@@ -51,6 +52,29 @@ class DatasetMeta:
     schema: str = "pairs"
     format: str = "auto"
     columns: dict[str, str] = field(default_factory=dict)
+
+
+def hub_dataset_cached(name: str) -> bool:
+    """Whether a hub dataset (`ORG/NAME`) is in the hub's or the datasets library's cache, where
+    the worker's offline loader looks for it."""
+    from huggingface_hub import constants
+
+    datasets_cache = os.environ.get("HF_DATASETS_CACHE") or Path(constants.HF_HOME) / "datasets"
+    hub = Path(constants.HF_HUB_CACHE) / ("datasets--" + name.replace("/", "--"))
+    return hub.is_dir() or (Path(datasets_cache) / name.replace("/", "___")).is_dir()
+
+
+def hub_unreachable(source: str, settings: Settings) -> str | None:
+    """Why the workers could not read the hub dataset `source` (`hf:ORG/NAME`), as the end of a
+    sentence naming it, or None when they can: the hub is reachable, or the dataset is in the
+    local cache. Checked at registration and at submission, so a job does not fail later on it."""
+    if settings.hub_reachable or hub_dataset_cached(source.removeprefix("hf:")):
+        return None
+    return (
+        "is on the model hub, which this server cannot reach, and it is not in the server's "
+        "cache: upload the file with POST /v1/datasets and use the dataset:<id> it returns (an "
+        "admin can allow hub access with LETHE_HUB_ACCESS, or put the dataset in the cache)"
+    )
 
 
 def dataset_id_of(source: str) -> uuid.UUID | None:
@@ -180,6 +204,9 @@ def register_dataset(rt: Runtime, source: str, meta: DatasetMeta, *, tenant: str
             "(an allowed bucket) or hf:ORG/NAME; URLs and server paths are not accepted",
         )
     _declared_ref(meta, source, "hub" if meta.format in ("auto", "") else meta.format)
+    unreachable = hub_unreachable(source, rt.settings)
+    if unreachable is not None:  # every job naming it would be refused (or fail): say so now
+        raise Invalid.one("source", f"{source!r} {unreachable}")
     with transaction(rt.sessions) as session:
         row = Dataset(
             tenant=tenant,

@@ -135,7 +135,11 @@ def test_failed_storage_write_leaves_no_row(client: TestClient, monkeypatch) -> 
     assert client.get("/v1/datasets").json()["items"] == []
 
 
-def test_register_hub_reference_and_refuse_other_urls(client: TestClient) -> None:
+def test_register_hub_reference_and_refuse_other_urls(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # hub access: without it (and not cached), hf: is refused (test_api_limits)
+    monkeypatch.setattr(client.app.state.runtime.settings, "hub_access", True)
     r = client.post("/v1/datasets/register", json={"source": "hf:org/forget-set", "schema": "prompts"})
     assert r.status_code == 201, r.text
     assert (r.json()["kind"], r.json()["format"], r.json()["row_count"]) == ("hub", "hub", None)

@@ -72,7 +72,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Coun
     """The API on a free loopback port, in a thread of this process (so the fake engine applies)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("lethe.core.run.pipeline.run_job", fake_run_job)
-        s = fast_settings(tmp_path_factory.mktemp("fuzz"), allowed_s3_buckets=["corpora"], max_upload_mb=1)
+        # hub access: the schema's example `hf:org/name` must be accepted (positive data acceptance)
+        s = fast_settings(
+            tmp_path_factory.mktemp("fuzz"), allowed_s3_buckets=["corpora"], max_upload_mb=1, hub_access=True
+        )
         migrate.upgrade(s)
         app, port = Counting(build_app(s)), free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

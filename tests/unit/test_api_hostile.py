@@ -26,7 +26,12 @@ JSON = {"Content-Type": "application/json"}
 @pytest.fixture
 def api(tmp_path: Path, fake_engine: None) -> Iterator[TestClient]:
     settings = fast_settings(
-        tmp_path / "d", max_row_kb=4, max_json_kb=64, max_upload_mb=1, allowed_s3_buckets=["corpora"]
+        tmp_path / "d",
+        max_row_kb=4,
+        max_json_kb=64,
+        max_upload_mb=1,
+        allowed_s3_buckets=["corpora"],
+        hub_access=True,  # registering hf: references (refused without hub access: test_api_limits)
     )
     migrate.upgrade(settings)
     with TestClient(build_app(settings), headers=AUTH) as client:

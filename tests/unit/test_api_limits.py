@@ -3,8 +3,9 @@ of a running job, and fair share across tenants in the embedded mode (issue 14).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,10 @@ from service_helpers import AUTH, fast_settings, job_spec, upload, wait_for
 
 from lethe.cli.wiring import build_app
 from lethe.service.infra import migrate
+from lethe.service.infra.db import Job, JobEvent, transaction, utcnow
+from lethe.service.infra.limits import OverBudget, RunBudget, running_time_s
+from lethe.service.infra.runtime import Runtime, build_runtime
+from lethe.service.infra.settings import Settings
 from lethe.service.trust import auth
 
 pytest_plugins = ["service_fixtures"]
@@ -77,6 +82,45 @@ def test_hub_model_and_dataset_are_refused_without_hub_access(make_api: MakeApi)
     msg = problems(r)["unlearn.forget.source"]
     assert "cannot reach" in msg and "POST /v1/datasets" in msg
     assert api.get("/v1/jobs").json()["items"] == []
+
+
+def test_registering_a_hub_dataset_is_refused_without_hub_access(make_api: MakeApi) -> None:
+    api = make_api(hub_access=False)
+    r = api.post("/v1/datasets/register", json={"source": "hf:lethe-test/no-such-set", "schema": "prompts"})
+    msg = problems(r)["source"]
+    assert "cannot reach" in msg and "POST /v1/datasets" in msg and "LETHE_HUB_ACCESS" in msg
+    assert api.get("/v1/datasets").json()["items"] == []  # nothing registered
+
+
+def test_a_registered_hub_dataset_is_refused_once_the_hub_is_out_of_reach(
+    make_api: MakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Registered while the hub was reachable; the server then lost hub access: a job naming it by
+    `dataset:<id>` is refused at submission, as `hf:` in the spec is, not failed by the worker."""
+    api = make_api(hub_access=True)
+    r = api.post("/v1/datasets/register", json={"source": "hf:lethe-test/no-such-set", "schema": "prompts"})
+    assert r.status_code == 201, r.text
+    ref = r.json()["reference"]
+    monkeypatch.setattr(api.app.state.runtime.settings, "hub_access", False)
+    msg = problems(api.post("/v1/jobs", json=job_spec(ref)))["unlearn.forget.source"]
+    assert ref in msg and "hf:lethe-test/no-such-set" in msg and "cannot reach" in msg
+    assert "POST /v1/datasets" in msg
+    assert api.get("/v1/jobs").json()["items"] == []
+
+
+def test_a_cached_hub_dataset_needs_no_hub(
+    make_api: MakeApi, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """In the local cache, where the worker's offline loader finds it: registered and used."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    (tmp_path / "hub" / "datasets--lethe-test--cached").mkdir(parents=True)
+    api = make_api(hub_access=False)
+    r = api.post("/v1/datasets/register", json={"source": "hf:lethe-test/cached", "schema": "prompts"})
+    assert r.status_code == 201, r.text
+    assert api.post("/v1/jobs", json=job_spec(r.json()["reference"])).status_code == 201
+    assert api.post("/v1/jobs", json=job_spec("hf:lethe-test/cached")).status_code == 201
 
 
 def test_hub_references_pass_with_hub_access(make_api: MakeApi) -> None:
@@ -144,6 +188,59 @@ def test_the_time_budget_is_overridden_per_tenant(make_api: MakeApi) -> None:
     slow = steps_spec(ds, 12, "slow")  # 0.6 s: over the default budget; this tenant has none
     job = wait_for(patient, patient.post("/v1/jobs", json=slow).json()["id"], timeout=8)
     assert job["status"] == "succeeded", job
+
+
+def job_with_history(rt: Runtime, *events: tuple[float, str, dict[str, Any]]) -> uuid.UUID:
+    """A running job whose events (seconds before now, kind, payload) are its history so far."""
+    now = utcnow()
+    with transaction(rt.sessions) as session:
+        job = Job(tenant="default", name="t", status="running", spec={}, queue="cpu", attempts=2)
+        job.started_at = now - timedelta(seconds=events[-1][0])  # this attempt's start
+        session.add(job)
+        session.flush()
+        for ago, kind, payload in events:
+            session.add(JobEvent(job_id=job.id, kind=kind, payload=payload, ts=now - timedelta(seconds=ago)))
+    return job.id
+
+
+def test_the_time_budget_counts_earlier_attempts(settings: Settings) -> None:
+    """A job taken over after its worker died goes on with what its first attempt left: 70 s of
+    a 60 s budget were spent by then, so the second attempt stops at once (it used to get a fresh
+    budget from its own start). The lease the dead worker's job waited out does not count."""
+    rt = build_runtime(settings)
+    job_id = job_with_history(
+        rt,
+        (500, "status", {"status": "queued"}),
+        (400, "status", {"status": "running", "attempt": 1}),
+        (330, "progress", {"step": 70}),  # its last sign of work: the worker died then
+        (200, "status", {"status": "queued", "reason": "its worker stopped sending heartbeats"}),
+        (1, "status", {"status": "running", "attempt": 2}),
+    )
+    with rt.sessions() as session:
+        assert running_time_s(session, job_id, utcnow()) == pytest.approx(71, abs=0.5)
+    settings.job_time_budget_s = 60
+    with pytest.raises(OverBudget, match="time budget of 60 s"):
+        RunBudget.of_job(rt, job_id).check()
+    settings.job_time_budget_s = 80  # 9 s left
+    RunBudget.of_job(rt, job_id).check()
+    rt.close()
+
+
+def test_the_queue_wait_after_a_drain_does_not_count(settings: Settings) -> None:
+    """Drained at a checkpoint after 20 s, queued for 275 s, running again for 5 s: 25 s used."""
+    rt = build_runtime(settings)
+    job_id = job_with_history(
+        rt,
+        (300, "status", {"status": "running", "attempt": 1}),
+        (290, "progress", {"step": 10}),
+        (280, "status", {"status": "queued", "attempt": 1, "drained": True}),
+        (5, "status", {"status": "running", "attempt": 2}),
+    )
+    with rt.sessions() as session:
+        assert running_time_s(session, job_id, utcnow()) == pytest.approx(25, abs=0.5)
+    settings.job_time_budget_s = 30
+    RunBudget.of_job(rt, job_id).check()  # not over: the wait in the queue is no running time
+    rt.close()
 
 
 # ------------------------------------------------------------------ fair share (embedded mode)

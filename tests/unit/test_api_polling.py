@@ -70,3 +70,18 @@ def test_etag_answers_304_until_the_job_changes(queued_client: TestClient) -> No
     changed = queued_client.get(f"/v1/jobs/{job_id}", headers={"If-None-Match": etag})
     assert changed.status_code == 200 and changed.json()["status"] == "cancelled"
     assert changed.headers["etag"] != etag
+
+
+def test_a_submission_carries_the_etag_of_the_job(queued_client: TestClient) -> None:
+    """POST /v1/jobs answers with the ETag GET gives the same job (and a replay too), so a client
+    polls with If-None-Match from its first GET."""
+    spec = job_spec(upload(queued_client).json()["reference"])
+    keyed = {"Idempotency-Key": "etag-1"}
+    created = queued_client.post("/v1/jobs", json=spec, headers=keyed)
+    assert created.status_code == 201 and created.headers["location"] == f"/v1/jobs/{created.json()['id']}"
+    etag = created.headers["etag"]
+    polled = queued_client.get(created.headers["location"], headers={"If-None-Match": etag})
+    assert polled.status_code == 304 and polled.headers["etag"] == etag
+    replayed = queued_client.post("/v1/jobs", json=spec, headers=keyed)
+    assert replayed.headers["idempotent-replayed"] == "true" and replayed.headers["etag"] == etag
+    assert replayed.json() == created.json()
