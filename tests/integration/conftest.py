@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,6 +145,25 @@ def serve(env: dict[str, str], folder: Path) -> tuple[subprocess.Popen, str, Pat
     return proc, f"http://127.0.0.1:{port}", log
 
 
+@contextmanager
+def worker_and_api(env: dict[str, str], folder: Path, name: str) -> Iterator[tuple[str, list[Path]]]:
+    """A Celery worker (its own data folder) and `lethe serve` on `env`, both ready; yields the
+    API's URL and both logs, and stops both on exit."""
+    worker_log = folder / "worker.log"
+    worker = start(
+        worker_command(f"{name}-{uuid.uuid4().hex[:8]}@%h"),
+        {**env, "LETHE_DATA_DIR": str(folder / "worker")},
+        worker_log,
+    )
+    api, url, api_log = serve(env, folder)
+    try:
+        wait_for_line(worker, worker_log, "ready.")
+        wait_ready(url, api, api_log)
+        yield url, [api_log, worker_log]
+    finally:
+        stop(api, worker)
+
+
 @pytest.fixture(scope="session")
 def celery_stack(
     postgres_url: str, redis_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
@@ -163,19 +183,8 @@ def celery_stack(
         "LETHE_DATA_DIR": str(folder / "api"),
     }
     migrate.upgrade(Settings(database_url=postgres_url, data_dir=folder))
-    worker_log = folder / "worker.log"
-    worker = start(
-        worker_command(f"it-{uuid.uuid4().hex[:8]}@%h"),
-        {**env, "LETHE_DATA_DIR": str(folder / "worker")},
-        worker_log,
-    )
-    api, url, api_log = serve(env, folder)
-    try:
-        wait_for_line(worker, worker_log, "ready.")
-        wait_ready(url, api, api_log)
-        yield Stack(url, env, postgres_url, [api_log, worker_log])
-    finally:
-        stop(api, worker)
+    with worker_and_api(env, folder, "it") as (url, logs):
+        yield Stack(url, env, postgres_url, logs)
 
 
 @pytest.fixture(scope="session")

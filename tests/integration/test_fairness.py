@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import FAST, REDIS, serve, start, stop, wait_for_line, wait_ready
-from faultstack import wait_until, worker_command
+from conftest import FAST, REDIS, worker_and_api
+from faultstack import wait_until
 from stackbase import throwaway_database, unavailable
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "data"
@@ -74,19 +74,8 @@ def fair_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         rt = build_runtime(settings)
         keys = {t: auth.create_key(rt.sessions, t, "read,submit")[1] for t in ("tenant-a", "tenant-b")}
         rt.close()
-        log = folder / "worker.log"
-        worker = start(
-            worker_command(f"fair-{uuid.uuid4().hex[:6]}@%h"),
-            {**env, "LETHE_DATA_DIR": str(folder / "w")},
-            log,
-        )
-        api, url, api_log = serve(env, folder)
-        try:
-            wait_for_line(worker, log, "ready.")
-            wait_ready(url, api, api_log)
+        with worker_and_api(env, folder, "fair") as (url, _):
             yield url, keys
-        finally:
-            stop(api, worker)
 
 
 def tiny_job(client: httpx.Client, steps: int) -> str:
