@@ -199,8 +199,9 @@ class Settings(BaseSettings):
     job_time_budget_s: float = Field(
         86_400.0,
         ge=0,
-        description="Longest time one attempt of a job may run (from its start on a worker); a job "
-        "past it is stopped at its next step and marked failed with the reason. 0: no budget.",
+        description="Longest time a job may run, counted over all its attempts (time queued does not "
+        "count); a job past it is stopped at its next step and marked failed with the reason. "
+        "0: no budget.",
     )
     tenant_limits: dict[str, dict[str, float]] = Field(
         default_factory=dict,
