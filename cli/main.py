@@ -114,7 +114,7 @@ class _progress_bar:
         self.bar: Any = None  # a tqdm bar while a stage trains
 
     def __enter__(self):
-        from lethe.core.training.engine import RunHooks
+        from lethe.core.training.hooks import RunHooks
 
         return RunHooks(on_stage=self._on_stage, on_progress=self._on_progress)
 

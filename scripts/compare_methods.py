@@ -110,7 +110,7 @@ def share_preamble(out: Path, method: str) -> None:
 def run_one(args: argparse.Namespace) -> None:
     """One method's job, with seconds per unlearning step and peak RSS written to timing.json."""
     from lethe.core.run.pipeline import run_job
-    from lethe.core.training.engine import RunHooks
+    from lethe.core.training.hooks import RunHooks
 
     spec = method_spec(Path(args.spec), args.one, args)
     out = Path(args.out) / args.one

@@ -43,14 +43,8 @@ from lethe.core.run.unlearn_stage import (
 )
 from lethe.core.spec.fields import DatasetRef
 from lethe.core.spec.job import JobSpec
-from lethe.core.training.engine import (
-    ProgressTicker,
-    RunHooks,
-    Stage,
-    StageData,
-    run_stage,
-    with_default_checkpoints,
-)
+from lethe.core.training.engine import Stage, StageData, run_stage, with_default_checkpoints
+from lethe.core.training.hooks import ProgressTicker, RunHooks
 
 log = logging.getLogger(__name__)
 

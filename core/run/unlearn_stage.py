@@ -17,7 +17,7 @@ from lethe.core.run import folder as runfolder
 from lethe.core.run.probes import run_probes
 from lethe.core.spec.job import JobSpec
 from lethe.core.spec.options import SelectSpec, objective_of
-from lethe.core.training.engine import ProgressTicker, RunHooks
+from lethe.core.training.hooks import ProgressTicker, RunHooks
 from lethe.core.training.rows import StageData
 
 log = logging.getLogger(__name__)

@@ -128,7 +128,7 @@ def write_report_safely(run_dir: Path) -> None:
 def _run_claimed(rt: Runtime, claim: Claim, work: Path, beat: Heartbeat) -> str:
     """Run the claimed job to a final state and return it, or "requeued" if the worker's drain
     flag stopped it at a checkpoint."""
-    from lethe.core.training.engine import Cancelled, Paused
+    from lethe.core.training.hooks import Cancelled, Paused
 
     run_dir = work / "run"
     try:

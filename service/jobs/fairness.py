@@ -54,7 +54,7 @@ def _aware(value: datetime | None, default: datetime) -> datetime:
 
 def waiting_tenants(session: Session, settings: Settings, queue: str) -> dict[str, Turn]:
     """Tenants with jobs queued on `queue` that their running quota lets start one, with their turn."""
-    oldest = dict(
+    oldest: dict[str, datetime] = dict(
         session.execute(
             select(Job.tenant, func.min(Job.created_at))
             .where(Job.status == "queued", Job.queue == queue)

@@ -24,7 +24,7 @@ from lethe.service.jobs.records import add_event
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from lethe.core.training.engine import Progress, RunHooks
+    from lethe.core.training.hooks import Progress, RunHooks
     from lethe.service.infra.runtime import Runtime
 
 
@@ -48,7 +48,7 @@ class Reporter:
         self._last_step: tuple[str, int, float] | None = None  # (stage, step, elapsed) for step time
 
     def hooks(self) -> RunHooks:
-        from lethe.core.training.engine import RunHooks
+        from lethe.core.training.hooks import RunHooks
 
         return RunHooks(
             on_stage=self.on_stage,
@@ -80,11 +80,11 @@ class Reporter:
 
     def on_stage(self, name: str) -> None:
         if self.beat.cancel.is_set():  # between stages: stop before starting the next one
-            from lethe.core.training.engine import Cancelled
+            from lethe.core.training.hooks import Cancelled
 
             raise Cancelled(f"cancelled before stage {name}")
         if self.beat.drain.is_set() and name != "done":  # shutting down: resume at this stage
-            from lethe.core.training.engine import Paused
+            from lethe.core.training.hooks import Paused
 
             raise Paused(f"paused before stage {name}")
         self.budget.check()
