@@ -98,5 +98,32 @@ def privacy_section(metrics: dict[str, Any]) -> str:
         "their e-mail, phone or address. QA accuracy: share of questions about their facts answered "
         "right. MIA AUC: chance an attacker (Min-K %++) ranks their records above never-seen people's "
         f"(0.5: cannot tell).</p>{_people(before, after)}"
+        f"{_probes(metrics.get('probes') or {})}"
         f"<h3>Further figures</h3>{_others(before, after)}<p class=muted>{_esc(NOTE)}</p>"
     )
+
+
+PROBE_TITLES = {
+    "privacy_relearn": "after an attacker fine-tunes the model on half of the forgotten people "
+    "(measured on the other half; before: the unlearned model)",
+}
+
+
+def _probes(probes: dict[str, Any]) -> str:
+    """The declared forgetting checks again after each privacy probe, or "" without probes."""
+    checks = probes.get("privacy_checks") or {}
+    if not checks:
+        return ""
+    parts = "".join(
+        f"<h4>{_esc(PROBE_TITLES.get(name, _quantized_title(name)))}</h4>{_checks(found)}"
+        for name, found in checks.items()
+    )
+    return (
+        "<h3>Does the forgetting hold?</h3><p>The same checks after the robustness probes: relearning "
+        f"and serving the model with its weights rounded to 4 bits.</p>{parts}"
+    )
+
+
+def _quantized_title(name: str) -> str:
+    bits = name.removeprefix("privacy_quantize_")
+    return f"with the model's weights rounded to {bits.removesuffix('bit')} bits (before: full precision)"

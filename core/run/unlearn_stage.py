@@ -14,6 +14,7 @@ from lethe.core.data.examples import Example, load_examples
 from lethe.core.evaluation import EvalSets, Judge
 from lethe.core.evaluation.selection import Selection, light_evaluator
 from lethe.core.run import folder as runfolder
+from lethe.core.run.privacy_probes import run_privacy_probes
 from lethe.core.run.probes import run_probes
 from lethe.core.spec.job import JobSpec
 from lethe.core.spec.options import SelectSpec, objective_of
@@ -154,6 +155,7 @@ def probes_report(
     report = run_probes(
         model, tokenizer, spec, judge, sets, forget, normal, objective, start, on_probe=ticker.advance
     )
+    report |= run_privacy_probes(model, tokenizer, spec, sets.privacy)
     ticker.advance(enabled)  # a probe that had nothing to measure (no judge, one example) is done too
     runfolder.write_json(cached, report)
     log.info("probes: %s", report["summary"])

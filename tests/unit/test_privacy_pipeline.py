@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from lethe.core.evaluation.privacy_eval import (
+    Record,
     extraction_prompts,
     load_records,
     next_token_moments,
@@ -20,7 +21,9 @@ from lethe.core.evaluation.privacy_eval import (
     score_mia,
 )
 from lethe.core.run.pipeline import run_job
+from lethe.core.run.privacy_probes import HEADLINE, probe_checks, split_subjects
 from lethe.core.run.report_html import write_report
+from lethe.core.spec.fields import PrivacyThresholds
 from lethe.core.spec.job import SpecError, absolutise_sources, load_spec, parse_spec
 from lethe.core.training.engine import RunHooks
 
@@ -59,6 +62,13 @@ def tiny_privacy_spec() -> dict:
             "train": {"lr": 0.02, "steps": 2, "batch_size": 2},
         },
         "eval": {"privacy": _privacy(), "batch_size": 16},
+        # the privacy probes: relearn on the first forgotten person, measure the second; NF4
+        "probes": {
+            "relearn": {"steps": 2, "batch_size": 2, "lr": 0.01},
+            "quantize": {"bits": [4], "scheme": "nf4"},
+            "rephrase": None,
+            "max_examples": 4,
+        },
     }
 
 
@@ -103,6 +113,48 @@ def test_the_report_explains_the_privacy_figures(privacy_run):
     assert "Privacy: the right to be forgotten" in text
     assert "Amos Holloway" in text and "PrivLeak" in text
     assert "pass" in text or "FAIL" in text
+
+
+def test_the_privacy_probes_measure_the_people_not_relearned(privacy_run):
+    """The relearn probe fine-tunes on Amos Holloway's records and measures Zelda Abernathy only;
+    the NF4 probe measures both; each carries the declared forgetting checks, shown in the report."""
+    probes = json.loads((privacy_run[0] / "metrics.json").read_text())["probes"]
+    relearn = probes["privacy_relearn"]
+    assert relearn["relearned_subjects"] == ["Amos Holloway"]
+    assert relearn["measured_subjects"] == ["Zelda Abernathy"]
+    for part in (relearn["unlearned"], relearn["probed"], probes["privacy_quantize"]["unlearned_4bit"]):
+        assert set(part) == set(HEADLINE)
+    # measured on one person: the unlearned model's leak rate there is that person's own figure
+    after = json.loads((privacy_run[0] / "metrics.json").read_text())["after"]
+    assert relearn["unlearned"]["privacy_leak_forget"] == after["privacy_leak/Zelda Abernathy"]
+    checks = probes["privacy_checks"]
+    assert set(checks) == {"privacy_relearn", "privacy_quantize_4bit"}
+    assert [c["name"] for c in checks["privacy_relearn"]] == [
+        "privacy_leak_forget",
+        "privacy_qa_forget",
+        "privacy_privleak",
+    ]
+    assert "Does the forgetting hold?" in write_report(privacy_run[0]).read_text()
+
+
+def test_probe_checks_apply_the_forgetting_thresholds_to_each_probe():
+    """Relearning brought one leak back (0 -> 0.1 > 0): fail; NF4 kept it at 0: pass."""
+    quiet = {"privacy_leak_forget": 0.0, "privacy_qa_forget": 0.0, "privacy_qa_holdout": 0.0}
+    report = {
+        "privacy_relearn": {"unlearned": quiet, "probed": {**quiet, "privacy_leak_forget": 0.1}},
+        "privacy_quantize": {"method": "nf4", "unlearned": quiet, "unlearned_4bit": quiet},
+    }
+    thresholds = PrivacyThresholds(max_abs_privleak=None)
+    checks = probe_checks(report, thresholds)
+    assert [c["passed"] for c in checks["privacy_relearn"]] == [False, True]
+    assert [c["passed"] for c in checks["privacy_quantize_4bit"]] == [True, True]
+
+
+def test_split_subjects_keeps_order_and_needs_two_people():
+    rows = [Record(str(i), who, "f", "q", "a", "s") for i, who in enumerate("BBAACC")]
+    assert split_subjects(rows) == (["B"], ["A", "C"])
+    with pytest.raises(ValueError, match="two forgotten people"):
+        split_subjects(rows[:2])
 
 
 def test_extraction_prompts_per_person():
