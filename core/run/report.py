@@ -11,9 +11,40 @@ LOWER_IS_BETTER = {"harmful_rate", "over_refusal", "normal_ppl", "bleu", "rougeL
 LOWER_IS_BETTER |= {"privacy_leak_forget", "privacy_leak", "privacy_qa_forget", "privacy_qa"}
 
 
+# figures that are best at a value, not at an end: an attacker's AUC at chance (0.5: cannot tell
+# forgotten people from strangers; below it the forgotten look *un*familiar, itself a tell) and
+# PrivLeak at 0 (MUSE: positive is over-unlearning)
+BEST_AT = {"privacy_auc": 0.5, "privacy_privleak": 0.0}
+
+
+def _base(name: str) -> str:
+    return re.split(r"[/@]", name)[0]
+
+
+def best_at(name: str) -> float | None:
+    """The value a figure is best at, or None when lower or higher is simply better."""
+    base = _base(name)
+    return next((v for prefix, v in BEST_AT.items() if base.startswith(prefix)), None)
+
+
 def lower_is_better(name: str) -> bool:
     """By the metric's base name: `harmful_rate/NAME@FORMAT` is a harmful rate."""
-    return re.split(r"[/@]", name)[0] in LOWER_IS_BETTER
+    return _base(name) in LOWER_IS_BETTER
+
+
+def direction(name: str) -> str:
+    """How to read a figure: "↓" lower is better, "↑" higher, "→0.5" nearest that value."""
+    target = best_at(name)
+    if target is not None:
+        return f"→{target:g}"
+    return "↓" if lower_is_better(name) else "↑"
+
+
+def direction_words(name: str) -> str:
+    target = best_at(name)
+    if target is not None:
+        return f"best at {target:g}"
+    return f"{'lower' if lower_is_better(name) else 'higher'} is better"
 
 
 def _fmt(value: Any) -> str:
@@ -34,7 +65,7 @@ def before_after_table(metrics: dict[str, Any]) -> str:
         change = ""
         if isinstance(b, (int, float)) and isinstance(a, (int, float)) and b:
             change = f"{(a - b) / abs(b) * 100:+.1f}%"
-        arrow = "↓" if lower_is_better(name) else "↑"
+        arrow = direction(name)
         lines.append(f"{name + ' ' + arrow:22s} {_fmt(b):>10s} {_fmt(a):>10s} {change:>10s}")
     judge = metrics.get("judge")
     if judge:

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from lethe.core.run.report import before_after_table, lower_is_better
+from lethe.core.run.report import before_after_table, direction, direction_words
 from lethe.core.run.report_privacy import privacy_section
 
 REPORT = "report.html"
@@ -140,7 +140,7 @@ def metrics_figure(metrics: dict[str, Any]) -> str | None:
                     va="bottom",
                     fontsize=8,
                 )
-            ax.set_title(f"{name} ({'lower' if lower_is_better(name) else 'higher'} is better)", fontsize=9)
+            ax.set_title(f"{name} ({direction_words(name)})", fontsize=9)
             if not any(heights):
                 ax.set_ylim(0, 1)  # all zero: a flat axis around 0 reads as noise
         for ax in axes[len(names) :]:
@@ -198,7 +198,7 @@ def metrics_table(metrics: dict[str, Any]) -> str:
         change = ""
         if isinstance(b, (int, float)) and isinstance(a, (int, float)) and b:
             change = f"{(a - b) / abs(b) * 100:+.1f}%"
-        arrow = "↓" if lower_is_better(name) else "↑"
+        arrow = direction(name)
         rows.append(
             f"<tr><td>{esc(name)} {arrow}</td><td class=num>{_fmt(b)}</td>"
             f"<td class=num>{_fmt(a)}</td><td class=num>{change}</td></tr>"

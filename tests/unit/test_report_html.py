@@ -167,3 +167,18 @@ def test_report_shows_the_judge_warning(tmp_path: Path) -> None:
     from lethe.core.run.report import before_after_table
 
     assert "WARNING: the judge scores under 0.85 <on> its check set" in before_after_table(metrics)
+
+
+def test_each_figure_reads_in_its_own_direction():
+    """Leak rates fall, retained QA rises, an attacker's AUC is best at chance and PrivLeak at 0,
+    per person too; the text table shows the same arrows."""
+    from lethe.core.run.report import before_after_table, direction, direction_words
+
+    assert direction("privacy_leak/Amos Holloway") == "↓"
+    assert direction("privacy_qa_retain") == "↑"
+    assert direction("privacy_auc_minkpp/Amos Holloway") == "→0.5"
+    assert direction("privacy_privleak") == "→0"
+    assert direction("harmful_rate/crosssource@qa") == "↓"
+    assert direction_words("privacy_auc_loss") == "best at 0.5"
+    table = before_after_table({"before": {"privacy_privleak": -0.9}, "after": {"privacy_privleak": 0.05}})
+    assert "privacy_privleak →0" in table
