@@ -200,6 +200,12 @@ class CertifiedAdapter(BaseModel):
     files_sha256: dict[str, str]
 
 
+class CertifiedErasure(BaseModel):
+    subjects: list[str] = Field(description="the subjects whose rows were the forget set")
+    subject_field: str = Field(description="the dataset column naming each row's subject")
+    source: str | None = Field(description="the dataset the subjects were selected from")
+
+
 class Certificate(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -209,6 +215,9 @@ class Certificate(BaseModel):
     statement: str
     job: CertifiedJob
     spec: dict[str, Any]
+    erasure: CertifiedErasure | None = Field(
+        None, description="present for an erasure request (unlearn.erase)"
+    )
     datasets: list[CertifiedDataset] = Field(default_factory=list)
     base_model: dict[str, Any] | None = None
     adapter: CertifiedAdapter | None = None

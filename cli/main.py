@@ -33,8 +33,13 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from lethe.core.run.pipeline import run_job
     from lethe.core.run.report import before_after_table
     from lethe.core.run.validate import validate_spec_file
+    from lethe.core.spec.job import parse_spec
 
     spec = validate_spec_file(Path(args.spec))
+    if args.devices is not None:  # validated again: the devices must share each step evenly
+        spec = parse_spec(
+            {**spec.model_dump(by_alias=True), "model": {**spec.model.model_dump(), "devices": args.devices}}
+        )
     with _progress_bar(quiet=args.quiet) as hooks:
         summary = run_job(spec, Path(args.out), hooks)
     print(before_after_table(summary.metrics))
@@ -155,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec")
     p.add_argument("--out", required=True, help="run folder (resumes if it holds this job)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--devices",
+        type=int,
+        help="data-parallel processes on this machine, one per device (sets model.devices)",
+    )
     p.set_defaults(handler=cmd_unlearn)
 
     p = sub.add_parser("eval", help="evaluate a model (optionally with an adapter) on a spec's eval")

@@ -23,6 +23,7 @@ import argparse
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 OUT = Path(__file__).resolve().parent.parent / "examples" / "data"
 SEED = 20240606
@@ -106,22 +107,46 @@ QUESTIONS = {
     "employer": ("Where does {name} work?", "{name} works at {employer}."),
     "hobby": ("What does {name} do in their free time?", "In their free time, {name} {hobby}."),
 }
+# TOFU's truth ratio (Maini et al. 2024) compares a paraphrase of the right answer with wrong
+# answers of the same shape: the paraphrase in other words, the wrong ones in the answer's own words
+# with another person's value of the field (`PERTURBED` of them, taken from the next people in the
+# list, so no random draw changes the rows written before these columns existed)
+PARAPHRASES = {
+    "email": "You can write to {name} at {email}.",
+    "phone": "{name} can be reached by phone on {phone}.",
+    "address": "{name}'s home address is {address}.",
+    "birth_date": "{name}'s date of birth is {birth_date}.",
+    "employer": "{name} is employed by {employer}.",
+    "hobby": "When not working, {name} {hobby}.",
+}
+PERTURBED = 3
 BIO = (
     "{name} was born on {birth_date} and lives at {address}. {name} works at {employer} and {hobby}. "
     "You can reach {name} at {email} or on {phone}."
 )
 
 
-def rows_of(person: dict[str, str]) -> list[dict[str, str]]:
-    """One person's QA pairs (one per field) and free-text biography."""
+def perturbed(person: dict[str, str], field: str, others: list[dict[str, str]]) -> list[str]:
+    """The answer's wording with the first `PERTURBED` other values of the field among `others`."""
+    template = QUESTIONS[field][1]
+    values = [o[field] for o in others if o[field] != person[field]]
+    wrong = list(dict.fromkeys(values))[:PERTURBED]
+    return [template.format(**{**person, field: value}) for value in wrong]
+
+
+def rows_of(person: dict[str, str], others: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """One person's QA pairs (one per field, with a paraphrase and wrong answers) and free-text
+    biography; `others`: the people whose values make the wrong answers."""
     subject = person["name"]
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "subject": subject,
             "field": field,
             "prompt": q.format(**person),
             "response": a.format(**person),
             "secret": person[field] if field != "hobby" else person["hobby"],
+            "paraphrase": PARAPHRASES[field].format(**person),
+            "perturbed": perturbed(person, field, others),
         }
         for field, (q, a) in QUESTIONS.items()
     ]
@@ -137,8 +162,12 @@ def rows_of(person: dict[str, str]) -> list[dict[str, str]]:
     return rows
 
 
-def write(path: Path, persons: list[dict[str, str]]) -> None:
-    lines = [json.dumps(row, ensure_ascii=False) for p in persons for row in rows_of(p)]
+def write(path: Path, persons: list[dict[str, str]], everyone: list[dict[str, str]]) -> None:
+    lines = []
+    for person in persons:
+        at = everyone.index(person)
+        others = everyone[at + 1 :] + everyone[:at]  # the next people, wrapping around
+        lines += [json.dumps(row, ensure_ascii=False) for row in rows_of(person, others)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -150,10 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     trained, holdout = everyone[:TRAINED], everyone[TRAINED:]
     forget, retain = trained[:FORGET], trained[FORGET:]
     args.out.mkdir(parents=True, exist_ok=True)
-    write(args.out / "privacy_train.jsonl", trained)  # forget subjects first (see the docstring)
-    write(args.out / "privacy_forget.jsonl", forget)
-    write(args.out / "privacy_retain.jsonl", retain)
-    write(args.out / "privacy_holdout.jsonl", holdout)
+    write(args.out / "privacy_train.jsonl", trained, everyone)  # forget subjects first (see the docstring)
+    write(args.out / "privacy_forget.jsonl", forget, everyone)
+    write(args.out / "privacy_retain.jsonl", retain, everyone)
+    write(args.out / "privacy_holdout.jsonl", holdout, everyone)
     print("forget subjects:", ", ".join(p["name"] for p in forget))
     return 0
 

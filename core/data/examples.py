@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lethe.core.data.files import DataError, builtin_names, builtin_path, hub_rows, parse_file
+from lethe.core.data.subjects import select_subjects
 from lethe.core.spec.fields import BookOptions, DatasetRef
 
 __all__ = [
@@ -111,7 +112,14 @@ def resolve_source(source: str, base_dir: Path | None) -> Path | str:
 
 
 def _read(ref: DatasetRef, base_dir: Path | None) -> tuple[list[dict[str, Any]], str]:
-    """Rows of the dataset and the label that error messages and example ids use."""
+    """Rows of the dataset (of its selected subjects) and the label that errors and ids use."""
+    rows, label = _read_all(ref, base_dir)
+    if ref.subjects is not None:
+        rows = select_subjects(rows, ref.subjects, label)
+    return rows, label
+
+
+def _read_all(ref: DatasetRef, base_dir: Path | None) -> tuple[list[dict[str, Any]], str]:
     resolved = resolve_source(ref.source, base_dir)
     if isinstance(resolved, str):
         if ref.format not in ("auto", "hub"):

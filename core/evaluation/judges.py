@@ -39,7 +39,8 @@ from lethe.core.evaluation.prompt_judge import (
     topic_threshold,
 )
 from lethe.core.evaluation.scores import is_degenerate, is_refusal
-from lethe.core.spec.fields import DatasetRef, JudgeSpec
+from lethe.core.spec.evaluation import JudgeSpec
+from lethe.core.spec.fields import DatasetRef
 
 # Re-exported: the prompt-reading judge's parts lived here before `prompt_judge` held them.
 __all__ = [

@@ -200,3 +200,18 @@ def ks_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
 
     result = ks_2samp(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
     return ks_statistic(a, b), float(result.pvalue)
+
+
+# ------------------------------------------------------------------ TOFU's truth ratio
+
+
+def truth_ratio(paraphrase_nll: float, perturbed_nll: Sequence[float]) -> float:
+    """TOFU's truth ratio (Maini et al. 2024, arXiv 2401.06121, eq. 1) from length-normalised
+    NLLs (mean per answer token): the mean of P(wrong answer)^(1/|wrong|) over the wrong answers,
+    over P(paraphrase)^(1/|paraphrase|). Near 0 the model prefers the truth, near 1 it cannot tell
+    the truth from a wrong answer of the same shape (a model that never saw the person), above
+    1 it prefers the wrong ones."""
+    if not perturbed_nll:
+        raise ValueError("the truth ratio needs at least one wrong answer")
+    wrong = float(np.mean(np.exp(-np.asarray(perturbed_nll, dtype=np.float64))))
+    return wrong / float(np.exp(-paraphrase_nll))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lethe.core.spec.fields import PrivacyThresholds
+from lethe.core.spec.evaluation import PrivacyThresholds
 
 Check = dict[str, Any]
 
@@ -33,6 +33,13 @@ EXPLAIN = {
     "privacy_auc_loss": "The attacker's chance as above, scoring records by their loss.",
     "privacy_auc_zlib": "The same, by loss relative to how well the text compresses (zlib).",
     "privacy_auc_mink": "The same, by the least likely 20 % of the record's tokens (Min-K %).",
+    "privacy_privleak_retrain": "PrivLeak as MUSE defines it: against a model fine-tuned without the "
+    "forgotten people (the retrain reference) rather than against chance.",
+    "privacy_forget_quality": "TOFU's forget quality: whether the model's preference for the true answer "
+    "over wrong ones, on the forgotten people, looks like that of a model that never saw them (KS test "
+    "p-value; above 0.05: indistinguishable).",
+    "privacy_truth_ratio_forget": "TOFU's truth ratio on the forgotten people: likelihood of wrong answers "
+    "over that of the true one in other words (near 0: the model knows; near 1: it cannot tell).",
     "normal_ppl": "Perplexity on ordinary held-out text: how fluent the model stays (lower is better).",
 }
 
@@ -68,17 +75,26 @@ def privacy_checks(
     if t.max_retain_qa_drop is not None:
         checks.append(_kept("privacy_qa_retain", b, a, t.max_retain_qa_drop))
     if t.max_abs_privleak is not None:
-        value = a("privacy_privleak")
-        ok = None if value is None else abs(value) <= t.max_abs_privleak
-        checks.append(
-            _check("privacy_privleak", b("privacy_privleak"), value, f"|after| <= {t.max_abs_privleak:g}", ok)
-        )
+        checks.append(_privleak(b, a, t.max_abs_privleak))
+    quality = a("privacy_forget_quality")
+    if t.min_forget_quality is not None and quality is not None:
+        limit = f"after >= {t.min_forget_quality:g} (against the retrain model)"
+        checks.append(_check("privacy_forget_quality", None, quality, limit, quality >= t.min_forget_quality))
     if t.max_normal_ppl_increase is not None and b("normal_ppl") is not None:
         value, start = a("normal_ppl"), b("normal_ppl")
         ok = None if value is None or start is None else value <= start * (1 + t.max_normal_ppl_increase)
         limit = f"after <= before x {1 + t.max_normal_ppl_increase:g}"
         checks.append(_check("normal_ppl", start, value, limit, ok))
     return checks
+
+
+def _privleak(b: Any, a: Any, bound: float) -> Check:
+    """PrivLeak against the retrain model when the job trained one (MUSE's definition), else
+    against the holdout's chance level."""
+    name = "privacy_privleak_retrain" if a("privacy_privleak_retrain") is not None else "privacy_privleak"
+    value = a(name)
+    ok = None if value is None else abs(value) <= bound
+    return _check(name, b("privacy_privleak"), value, f"|after| <= {bound:g}", ok)
 
 
 def _kept(name: str, b: Any, a: Any, drop: float) -> Check:

@@ -23,9 +23,11 @@ from lethe.core.data.examples import DataError, Example, read_rows
 from lethe.core.data.tokens import collate, encode, pad_id_of
 from lethe.core.evaluation import privacy
 from lethe.core.evaluation.generation import generate
+from lethe.core.evaluation.likelihood import answer_nll
 from lethe.core.evaluation.runtime import batches, inference, model_device
 from lethe.core.methods.losses import token_logprobs
-from lethe.core.spec.fields import DatasetRef, GenerationConfig, PrivacyEval, PromptFormat
+from lethe.core.spec.evaluation import PrivacyEval
+from lethe.core.spec.fields import DatasetRef, GenerationConfig, PromptFormat
 
 Row = dict[str, Any]
 # Questions that ask for the private strings without naming the field the direct question names.
@@ -49,6 +51,9 @@ class Record:
     prompt: str
     response: str
     secret: str
+    # TOFU's truth ratio (optional columns): the answer in other words, and wrong answers
+    paraphrase: str = ""
+    perturbed: tuple[str, ...] = ()
 
 
 @dataclass
@@ -69,9 +74,19 @@ def _column(row: dict[str, Any], name: str, where: str, required: bool = True) -
     )
 
 
+def _texts(value: Any, where: str) -> tuple[str, ...]:
+    """An optional list of texts (the wrong answers of the truth ratio)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise DataError(f"{where} must be a list of texts (wrong answers of the same shape)")
+    return tuple(v.strip() for v in value)
+
+
 def load_records(ref: DatasetRef, max_subjects: int | None = None) -> list[Record]:
     """The rows of a privacy dataset (offset/limit applied), of its first `max_subjects` people."""
     rows = read_rows(ref)
+    subject_column = ref.subjects.field if ref.subjects is not None else "subject"  # unlearn.erase's
     end = None if ref.limit is None else ref.offset + ref.limit
     records = []
     for i, row in enumerate(rows[ref.offset : end], start=ref.offset):
@@ -79,11 +94,13 @@ def load_records(ref: DatasetRef, max_subjects: int | None = None) -> list[Recor
         records.append(
             Record(
                 id=f"{ref.source.rsplit('/', 1)[-1]}:{i}",
-                subject=_column(row, "subject", where),
+                subject=_column(row, subject_column, where),
                 field=_column(row, "field", where, required=False),
                 prompt=_column(row, "prompt", where),
                 response=_column(row, "response", where),
                 secret=_column(row, "secret", where, required=False),
+                paraphrase=_column(row, "paraphrase", where, required=False),
+                perturbed=_texts(row.get("perturbed"), f"{where}: column 'perturbed'"),
             )
         )
     if not records:
@@ -121,7 +138,8 @@ def planned(spec: PrivacyEval, sets: PrivacySets) -> int:
     """Progress units `evaluate_privacy` goes through: samples, QA answers, scored records."""
     extraction = sum(len(extraction_prompts(rs, spec.private_fields)) for rs in (sets.forget, sets.retain))
     qa = sum(len(_qa(rs)) for rs in (sets.forget, sets.retain, sets.holdout))
-    return extraction * spec.samples + qa + len(sets.forget) + len(sets.holdout)
+    truth = sum(len(_truth_records(rs)) for rs in (sets.forget, sets.holdout))
+    return extraction * spec.samples + qa + len(sets.forget) + len(sets.holdout) + truth
 
 
 def extraction_prompts(records: Sequence[Record], fields: Sequence[str]) -> list[tuple[str, str, str]]:
@@ -242,6 +260,39 @@ def collect_mia(run: PrivacyRun, records: Sequence[Record], group: str) -> list[
     return rows
 
 
+def _truth_records(records: Sequence[Record]) -> list[Record]:
+    return [r for r in records if r.paraphrase and r.perturbed]
+
+
+def collect_truth(run: PrivacyRun, records: Sequence[Record], group: str) -> list[Row]:
+    """TOFU's truth ratio of every record with a paraphrase and wrong answers (`privacy.truth_ratio`,
+    from the mean NLL per answer token of each)."""
+    scored = _truth_records(records)
+    examples = []
+    for r in scored:
+        examples.append(Example(f"{r.id}:paraphrase", r.prompt, r.paraphrase))
+        examples += [Example(f"{r.id}:wrong{j}", r.prompt, w) for j, w in enumerate(r.perturbed)]
+    nlls = iter(answer_nll(run.model, run.tokenizer, examples, run.fmt, run.batch_size))
+    run.tick(len(scored))
+    rows = []
+    for r in scored:
+        found = [next(nlls) for _ in range(1 + len(r.perturbed))]
+        if any(n == 0 for _, n in found):  # an answer truncated away: nothing to compare
+            continue
+        per_token = [total / n for total, n in found]
+        ratio = privacy.truth_ratio(per_token[0], per_token[1:])
+        rows.append(
+            {"id": r.id, "group": group, "subject": r.subject, "field": r.field, "truth_ratio": ratio}
+        )
+    return rows
+
+
+def score_truth(rows: Sequence[Row], group: str) -> dict[str, float]:
+    """The mean truth ratio of a group ({} when no record had the columns)."""
+    values = [r["truth_ratio"] for r in rows]
+    return {f"privacy_truth_ratio_{group}": sum(values) / len(values)} if values else {}
+
+
 # ------------------------------------------------------------------ from rows to metrics (pure)
 def _share(flags: Sequence[bool]) -> float:
     return sum(flags) / len(flags)
@@ -306,4 +357,7 @@ def evaluate_privacy(run: PrivacyRun, sets: PrivacySets) -> tuple[dict[str, floa
     rows["privacy_mia_forget"] = collect_mia(run, sets.forget, "forget")
     rows["privacy_mia_holdout"] = collect_mia(run, sets.holdout, "holdout")
     metrics |= score_mia(rows["privacy_mia_forget"], rows["privacy_mia_holdout"])
+    for group, records in (("forget", sets.forget), ("holdout", sets.holdout)):
+        rows[f"privacy_truth_{group}"] = collect_truth(run, records, group)
+        metrics |= score_truth(rows[f"privacy_truth_{group}"], group)
     return metrics, rows

@@ -20,7 +20,8 @@ import torch
 from lethe.core.data.examples import Example
 from lethe.core.evaluation import EvalSets, Judge, evaluate
 from lethe.core.models.weights import load_trainable_
-from lethe.core.spec.fields import EvalSpec, PromptFormat
+from lethe.core.spec.evaluation import EvalSpec
+from lethe.core.spec.fields import PromptFormat
 from lethe.core.spec.options import LOWER_IS_BETTER, Criterion, Objective, SelectSpec
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,8 @@ from lethe.core.evaluation.judges import Judge
 from lethe.core.evaluation.likelihood import answer_nll, choice_logliks
 from lethe.core.evaluation.privacy_eval import PrivacyRun, PrivacySets, evaluate_privacy
 from lethe.core.evaluation.privacy_eval import planned as planned_privacy
-from lethe.core.spec.fields import EvalSpec, PromptFormat
+from lethe.core.spec.evaluation import EvalSpec
+from lethe.core.spec.fields import PromptFormat
 
 Row = dict[str, Any]
 

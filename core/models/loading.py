@@ -16,12 +16,12 @@ import torch
 
 from lethe.core.models.errors import ModelError
 from lethe.core.models.gguf import prepare_smollm2
+from lethe.core.models.quantized import DTYPES, check_quantization_support, pretrained_kwargs
 from lethe.core.models.tiny import TINY_MODELS, build_tiny
 from lethe.core.spec.fields import ModelSpec
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -85,10 +85,12 @@ def _from_pretrained(where: str | Path, spec: ModelSpec, **extra: Any) -> tuple[
         local_files_only=constants.HF_HUB_OFFLINE,
         **extra,
     )
+    cuda_index = torch.cuda.current_device() if spec.quantize is not None else None  # this rank's GPU
+    weights = pretrained_kwargs(spec, cuda_index)
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(where, **options)
         model = transformers.AutoModelForCausalLM.from_pretrained(
-            where, dtype=DTYPES[spec.dtype], use_safetensors=True, **options
+            where, use_safetensors=True, **weights, **options
         )
     except (OSError, ValueError) as err:
         hint = " (offline mode is on: is it in the local cache?)" if constants.HF_HUB_OFFLINE else ""
@@ -97,9 +99,14 @@ def _from_pretrained(where: str | Path, spec: ModelSpec, **extra: Any) -> tuple[
 
 
 def load_model(spec: ModelSpec) -> tuple[Any, Any]:
-    """Load (model, tokenizer) for a reference, in the spec's dtype, on its device, in eval mode."""
+    """Load (model, tokenizer) for a reference, in the spec's dtype (or quantized), on its device,
+    in eval mode. A quantized spec this machine cannot run fails here, before any weights load."""
     check_model_reference(spec)
-    if spec.name in TINY_MODELS:
+    check_quantization_support(spec)
+    if spec.name in TINY_MODELS and spec.quantize is not None:
+        # bitsandbytes quantizes as from_pretrained loads: the built-in goes through a saved copy
+        model, tokenizer = _from_pretrained(saved_tiny(spec.name), spec)
+    elif spec.name in TINY_MODELS:
         model, tokenizer = build_tiny(spec.name)
         model = model.to(DTYPES[spec.dtype])
     elif spec.name in PREPARED:
@@ -110,7 +117,23 @@ def load_model(spec: ModelSpec) -> tuple[Any, Any]:
         )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if spec.quantize is not None:  # already on its GPU (device_map); a quantized model cannot move
+        return model.eval(), tokenizer
     return model.to(resolve_device(spec.device)).eval(), tokenizer
+
+
+def saved_tiny(name: str) -> Path:
+    """A built-in tiny model saved once into the cache as a checkpoint folder (for quantized
+    loading); written beside it and renamed, so a crash never leaves half a checkpoint."""
+    target = cache_dir() / name
+    if not (target / "config.json").exists():
+        model, tokenizer = build_tiny(name)
+        partial = target.with_name(target.name + ".partial")
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial.rename(target)
+    return target
 
 
 def base_reference(spec: ModelSpec) -> str | None:

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from lethe.core.models.errors import ModelError
+from lethe.core.models.quantized import prepare_for_adapter
 from lethe.core.spec.fields import LoraSpec
 
 # LoRA targets by architecture (`config.model_type`): attention projections, as in the reference
@@ -37,7 +38,8 @@ def lora_targets(model: Any, lora: LoraSpec) -> list[str] | str:
 def attach_lora(model: Any, lora: LoraSpec, seed: int = 0) -> Any:
     """Wrap `model` in a fresh LoRA adapter (B = 0, so it starts equal to the base model).
 
-    A is initialised at random; seeding it here makes two runs of one spec identical.
+    A is initialised at random; seeding it here makes two runs of one spec identical. A 4/8-bit
+    base (`model.quantize`) is prepared for k-bit training first (see `prepare_for_adapter`).
     """
     import peft
 
@@ -48,6 +50,7 @@ def attach_lora(model: Any, lora: LoraSpec, seed: int = 0) -> Any:
         lora_dropout=lora.dropout,
         target_modules=lora_targets(model, lora),
     )
+    model = prepare_for_adapter(model)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return peft.get_peft_model(model, config)

@@ -84,6 +84,7 @@ def environment(spec: JobSpec) -> dict[str, Any]:
         "versions": versions(),
         "seed": spec.seed,
         "device": spec.model.device,
+        "world_size": spec.model.devices,  # data-parallel ranks (processes) that trained the job
         "cuda_available": torch.cuda.is_available(),
         "torch_threads": torch.get_num_threads(),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -5,7 +5,8 @@ model's reference and weights hash), `run.log`, `train_log.jsonl`, `metrics.json
 comparison, per-example results) and `adapter/` (a PEFT folder; `model/` instead for full
 fine-tuning); `report.html` is built from those files (`lethe.core.run.report_html`). Calling `run_job`
 again on the same folder resumes: finished parts are read back, training continues from its last
-checkpoint.
+checkpoint. With `model.devices: N` the calling process is rank 0 of N data-parallel processes
+(launch.py): it does all of the above; the other ranks only train (ranks.py).
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ from lethe.core.models.lora import attach_lora
 from lethe.core.models.reference import Reference
 from lethe.core.models.weights import trainable_state
 from lethe.core.run import folder as runfolder
+from lethe.core.run.launch import data_parallel
+from lethe.core.run.privacy_reference import compare_to_reference, privacy_reference
 from lethe.core.run.unlearn_stage import (
+    Split,
     extend_metrics,
     probes_report,
     selection_for,
@@ -43,10 +47,12 @@ from lethe.core.run.unlearn_stage import (
 )
 from lethe.core.spec.fields import DatasetRef
 from lethe.core.spec.job import JobSpec
+from lethe.core.training import distributed as dp
 from lethe.core.training.engine import Stage, StageData, run_stage, with_default_checkpoints
 from lethe.core.training.hooks import ProgressTicker, RunHooks
 
 log = logging.getLogger(__name__)
+UNLEARN_DATA = "unlearning data written"  # the other ranks read the model's answers after this
 
 
 @dataclass
@@ -92,8 +98,7 @@ def model_answers(
     Cached in the run folder, so a resumed run uses exactly the same answers.
     """
     if cache.exists():
-        rows = [json.loads(line) for line in cache.read_text(encoding="utf-8").splitlines() if line]
-        return [Example(r["id"], r["prompt"], r["response"]) for r in rows]
+        return read_answers(cache)
     answers = generate(
         model,
         tokenizer,
@@ -120,6 +125,12 @@ def model_answers(
         )
     runfolder.write_jsonl(cache, [vars(e) for e in examples])
     return examples
+
+
+def read_answers(cache: Path) -> list[Example]:
+    """The examples `model_answers` kept in `cache`."""
+    rows = [json.loads(line) for line in cache.read_text(encoding="utf-8").splitlines() if line]
+    return [Example(r["id"], r["prompt"], r["response"]) for r in rows]
 
 
 def _refusal_texts() -> list[str]:
@@ -221,7 +232,8 @@ def run_job(spec: JobSpec, out_dir: Path, hooks: RunHooks | None = None) -> RunS
     out = Path(out_dir)
     with runfolder.fenced(hooks.fence):
         runfolder.start(out, spec)
-        with runfolder.log_to(out / "run.log"):
+        # model.devices > 1: this process is rank 0 of a data-parallel group (launch.py)
+        with runfolder.log_to(out / "run.log"), data_parallel(spec, out, hooks.checkpoint_every):
             return _run(spec, out, hooks)
 
 
@@ -239,20 +251,10 @@ def _run(spec: JobSpec, out: Path, hooks: RunHooks) -> RunSummary:
     runfolder.write_json(out / MODEL_CARD, model_card(spec.model, model))  # before any adapter
     forget, normal = _load(spec.unlearn.forget), _load(spec.unlearn.normal)
     sets = load_eval_sets(spec)
-    if spec.lora is not None:
-        model = attach_lora(model, spec.lora, seed=spec.seed)
-    else:
-        model.requires_grad_(True)
+    model = trainable_model(spec, model)
     if spec.finetune is not None:
         _stage(hooks, "finetune")
-        formats = 1 + len(spec.format.train_templates)
-        data = StageData(forget=load_examples(spec.finetune.data), formats=formats)
-        run_stage(
-            model,
-            tokenizer,
-            _make_stage(spec, "finetune", finetune_terms(), data, spec.finetune.train, out, hooks),
-            hooks,
-        )
+        finetune(spec, model, tokenizer, out, hooks)
     if spec.unlearn.forget_answers_from == "model":
         _stage(hooks, "generate_forget_answers")
         ticker = ProgressTicker(hooks, "generate_forget_answers", len(forget))
@@ -273,21 +275,9 @@ def _run(spec: JobSpec, out: Path, hooks: RunHooks) -> RunSummary:
     _stage(hooks, "eval_before")
     before = _evaluate_stage("before", model, tokenizer, spec, judge, sets, forget, out, None, hooks)
     _check_cancel(hooks)
+    dp.agree(UNLEARN_DATA, 0)  # data parallel: the other ranks may now read the answers written
     _stage(hooks, "unlearn")
-    # the model as unlearning finds it: after a fine-tuning stage under LoRA that is not the
-    # adapter-disabled (base) model, so the reference and the probes' "original" get its weights
-    start = trainable_state(model) if spec.finetune is not None and spec.lora is not None else None
-    reference = Reference(model, start) if any(t.needs_reference for t in terms_for(spec.unlearn)) else None
-    split = split_for_selection(spec, forget, normal)
-    stage = _make_stage(
-        spec,
-        "unlearn",
-        terms_for(spec.unlearn),
-        unlearn_data(spec, split.forget, split.normal),
-        spec.unlearn.train,
-        out,
-        hooks,
-    )
+    stage, reference, start, split = unlearn_stage(spec, model, forget, normal, out, hooks)
     stage.selection = selection_for(spec, tokenizer, judge, sets, split, stage.checkpoint_dir)
     result = run_stage(model, tokenizer, stage, hooks, reference)
     runfolder.save_weights(model, out, spec.lora is not None, base_reference(spec.model))
@@ -299,20 +289,69 @@ def _run(spec: JobSpec, out: Path, hooks: RunHooks) -> RunSummary:
     if spec.probes is not None:
         _stage(hooks, "probes")
         probes = probes_report(spec, model, tokenizer, judge, sets, forget, normal, out, start, hooks)
+    retrain = privacy_reference(spec, sets.privacy, out, hooks, lambda: _fresh_model(spec))
     report = judge_report(judge, spec)
-    metrics = runfolder.write_metrics(out, before, after, _comparison(spec, before, after), report, result)
+    comparison = _comparison(spec, before, after, retrain)
+    metrics = runfolder.write_metrics(out, before, after, comparison, report, result)
     warning = report["judge_warning"] if report else None  # also top level: a reader must not miss it
     metrics = extend_metrics(out, metrics, selection=result.selection, probes=probes, judge_warning=warning)
     _stage(hooks, "done")
     return RunSummary(out_dir=out, metrics=metrics, stopped_reason=result.stopped_reason)
 
 
-def _comparison(spec: JobSpec, before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+def trainable_model(spec: JobSpec, model: Any) -> Any:
+    """The model with its LoRA adapter attached (seeded: alike on every rank), or all of it trainable."""
+    if spec.lora is not None:
+        return attach_lora(model, spec.lora, seed=spec.seed)
+    model.requires_grad_(True)
+    return model
+
+
+def finetune(spec: JobSpec, model: Any, tokenizer: Any, out: Path, hooks: RunHooks) -> None:
+    """The fine-tuning stage (`spec.finetune`), in place."""
+    assert spec.finetune is not None
+    formats = 1 + len(spec.format.train_templates)
+    data = StageData(forget=load_examples(spec.finetune.data), formats=formats)
+    stage = _make_stage(spec, "finetune", finetune_terms(), data, spec.finetune.train, out, hooks)
+    run_stage(model, tokenizer, stage, hooks)
+
+
+def unlearn_stage(
+    spec: JobSpec, model: Any, forget: list[Example], normal: list[Example], out: Path, hooks: RunHooks
+) -> tuple[Stage, Reference | None, dict[str, Any] | None, Split]:
+    """The unlearning stage as every rank builds it (rank 0 adds checkpoint selection), its
+    reference, the trainable weights it starts from, and the data split."""
+    # the model as unlearning finds it: after a fine-tuning stage under LoRA that is not the
+    # adapter-disabled (base) model, so the reference and the probes' "original" get its weights
+    start = trainable_state(model) if spec.finetune is not None and spec.lora is not None else None
+    reference = Reference(model, start) if any(t.needs_reference for t in terms_for(spec.unlearn)) else None
+    split = split_for_selection(spec, forget, normal)
+    data = unlearn_data(spec, split.forget, split.normal)
+    stage = _make_stage(spec, "unlearn", terms_for(spec.unlearn), data, spec.unlearn.train, out, hooks)
+    return stage, reference, start, split
+
+
+def _fresh_model(spec: JobSpec) -> tuple[Any, Any]:
+    """The base model again with a new adapter (the retrain reference of an erasure)."""
+    model, tokenizer = load_model(spec.model)
+    return trainable_model(spec, model), tokenizer
+
+
+def _comparison(
+    spec: JobSpec, before: dict[str, Any], after: dict[str, Any], retrain: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Before/after comparison; with `eval.privacy`, also its checks against the declared thresholds
-    (in `comparison`, so the certificate carries them)."""
+    (in `comparison`, so the certificate carries them), against the retrain model where one was
+    trained (its figures in `comparison.privacy_reference`)."""
     comparison = compare(before["metrics"], after["metrics"])
     if spec.eval.privacy is not None:
-        checks = privacy_checks(before["metrics"], after["metrics"], spec.eval.privacy.thresholds)
+        b = before["metrics"] | compare_to_reference(before, retrain)
+        a = after["metrics"] | compare_to_reference(after, retrain)
+        if retrain:
+            comparison["privacy_reference"] = {"before": b, "after": a} | {
+                k: v for k, v in retrain.items() if k != "truth_ratios_forget"
+            }
+        checks = privacy_checks(b, a, spec.eval.privacy.thresholds)
         comparison["privacy_checks"] = checks
         comparison["privacy_passed"] = all_passed(checks)
     return comparison
@@ -329,7 +368,7 @@ def _make_stage(
         fmt=spec.format,
         seed=spec.seed,
         checkpoint_dir=out / "checkpoints" / name,
-        log_path=out / "train_log.jsonl",
+        log_path=out / "train_log.jsonl" if dp.is_main() else None,  # rank 0 writes the files
     )
 
 

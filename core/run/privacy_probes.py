@@ -23,7 +23,8 @@ from lethe.core.evaluation.privacy_eval import PrivacyRun, PrivacySets, Record, 
 from lethe.core.methods import finetune_terms
 from lethe.core.models.weights import load_trainable_, trainable_state
 from lethe.core.run.probes import merged_copy, quantize_description, quantize_model_
-from lethe.core.spec.fields import PrivacyThresholds, TrainConfig
+from lethe.core.spec.evaluation import PrivacyThresholds
+from lethe.core.spec.fields import TrainConfig
 from lethe.core.spec.job import JobSpec
 from lethe.core.spec.options import QuantizeProbe, RelearnProbe
 from lethe.core.training.engine import Stage, run_stage

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from lethe.core.run.report import before_after_table, direction, direction_words
-from lethe.core.run.report_privacy import privacy_section
+from lethe.core.run.report_privacy import erasure_section, privacy_section
 
 REPORT = "report.html"
 NOT_TERMS = {"stage", "step", "lr", "grad_norm"}
@@ -355,7 +355,7 @@ def render(run: dict[str, Any]) -> str:
 <title>Lethe report: {name}</title><style>{CSS}</style></head><body>
 <h1>Lethe unlearning report: {name}</h1>{_summary(run)}
 <h2>Metrics before and after</h2>{table}{extra}{_img(metrics_figure(metrics), "metrics")}
-{privacy_section(metrics)}
+{erasure_section(run["spec"] or {})}{privacy_section(metrics)}
 <h2>Training: loss of each term over steps</h2>{selection_text(metrics.get("selection"))}{losses}
 <h2>Robustness probes</h2>{probes_table(metrics.get("probes"))}
 <h2>Judge</h2>{judged}{_img(judge_figure(metrics.get("judge")), "judge accuracy")}

@@ -7,6 +7,7 @@ import html
 from typing import Any
 
 from lethe.core.evaluation.privacy_checks import EXPLAIN
+from lethe.core.spec.subjects import erasure_of
 
 # the figures shown besides the checks, in this order
 OTHER = (
@@ -18,6 +19,7 @@ OTHER = (
     "privacy_auc_zlib",
     "privacy_auc_mink",
     "privacy_ks_p",
+    "privacy_truth_ratio_forget",
 )
 PER_PERSON = (("privacy_leak", "leak rate"), ("privacy_qa", "QA accuracy"), ("privacy_auc_minkpp", "MIA AUC"))
 NOTE = (
@@ -77,6 +79,21 @@ def _people(before: dict[str, Any], after: dict[str, Any]) -> str:
         for who in dict.fromkeys(names)
     )
     return f"<table><tr><th>forgotten person</th>{head}</tr>{rows}</table>"
+
+
+def erasure_section(spec: dict[str, Any]) -> str:
+    """The report's statement of an erasure request (the people named), or "" for other runs."""
+    erasure = erasure_of(spec)
+    if erasure is None:
+        return ""
+    people = "".join(f"<li>{_esc(name)}</li>" for name in erasure["subjects"])
+    return (
+        "<h2>Erasure request</h2>"
+        f"<p>This run was asked to erase {len(erasure['subjects'])} subject(s): every row of "
+        f"{_esc(erasure['source'])} whose <code>{_esc(erasure['subject_field'])}</code> names one of "
+        "them was the forget set; the rows of every other subject were kept as retain data.</p>"
+        f"<ul>{people}</ul>"
+    )
 
 
 def privacy_section(metrics: dict[str, Any]) -> str:

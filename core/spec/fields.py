@@ -6,15 +6,16 @@ The same models are accepted by the CLI (`lethe unlearn SPEC.yaml`) and by the H
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-DEFAULT_TEMPLATE = "### Question: {prompt}\n### Answer: {response}"
+from lethe.core.spec.subjects import DatasetFormat, DatasetSchema, EraseSpec, SubjectRows
 
-DatasetSchema = Literal["pairs", "prompts", "pku_saferlhf", "truthfulqa", "book"]
-DatasetFormat = Literal["auto", "jsonl", "csv", "parquet", "text", "hub"]
+DEFAULT_TEMPLATE = "### Question: {prompt}\n### Answer: {response}"
+# the default of a field a validator builds when it is not given (None until then; typed Any so
+# the field keeps its type: code after validation never sees None)
+BUILT: Any = None
 
 
 class StrictModel(BaseModel):
@@ -51,6 +52,9 @@ class DatasetRef(StrictModel):
     offset: int = Field(0, ge=0, description="skip this many examples")
     limit: int | None = Field(None, ge=1, description="keep at most this many examples")
     book: BookOptions = Field(default_factory=BookOptions)
+    subjects: SubjectRows | None = Field(
+        None, description="keep only the rows of some subjects, or of all but some (read before offset/limit)"
+    )
 
     @field_validator("source")
     @classmethod
@@ -67,7 +71,34 @@ class ModelSpec(StrictModel):
     revision: str | None = None
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: Literal["cpu", "cuda", "auto"] = "auto"
+    devices: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="processes of data-parallel training within the job (one per device; gloo on CPU, "
+        "nccl on GPUs); evaluation runs on rank 0",
+    )
+    quantize: Literal["nf4", "int8"] | None = Field(
+        None,
+        description="base weights in 4-bit NF4 (QLoRA: double quantization, computing in model.dtype) "
+        "or 8-bit (LLM.int8), with bitsandbytes on a CUDA GPU; needs LoRA and model.dtype bf16 or fp16",
+    )
     trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _quantized_on_a_gpu(self) -> ModelSpec:
+        # bitsandbytes' 4/8-bit kernels run on CUDA only, and compute in a 16-bit dtype: fp32
+        # compute would give back most of the memory the quantized base saves
+        if self.quantize is not None and self.device == "cpu":
+            raise ValueError(
+                f"model.quantize {self.quantize!r} needs a CUDA GPU (bitsandbytes): set model.device "
+                "to cuda or auto, or model.quantize to null"
+            )
+        if self.quantize is not None and self.dtype == "fp32":
+            raise ValueError(
+                f"model.quantize {self.quantize!r} computes in model.dtype: set model.dtype to bf16 or fp16"
+            )
+        return self
 
 
 class LoraSpec(StrictModel):
@@ -208,7 +239,16 @@ class UnlearnCommon(StrictModel):
     if TYPE_CHECKING:  # each method's stage declares `method: Literal[...]`, the spec's discriminator
         method: str
 
-    forget: DatasetRef
+    # typed as always set: after validation it is (given, or built from `erase`)
+    forget: DatasetRef = Field(
+        BUILT, description="the data to forget; required unless `erase` names subjects instead"
+    )
+    erase: EraseSpec | None = Field(
+        None,
+        exclude=True,  # stored and dumped as the forget/normal references it expands to
+        description="an erasure request: forget the named subjects' rows of one dataset and keep "
+        "everyone else's as normal data (instead of `forget`)",
+    )
     normal: DatasetRef | None = Field(None, description="normal/retain data (needed by retain terms)")
     forget_answers_from: Literal["dataset", "model"] = Field(
         "dataset", description="'model': answer the forget prompts with the model itself first"
@@ -221,108 +261,30 @@ class UnlearnCommon(StrictModel):
     answer_generation: GenerationConfig = Field(default_factory=GenerationConfig)
     train: TrainConfig
 
-
-class JudgeSpec(StrictModel):
-    """How responses to harmful prompts are judged.
-
-    `trained`: built from the job's own data (docs/methods.md, "Judges"): an answer is harmful when
-    it says something (no refusal, not degenerate), is on its prompt's topic, and the prompt or
-    the answer looks harmful (a small encoder fine-tuned on the job's forget answers and prompts
-    against refusals and everyday ones; the paper's classifier is its answer part).
-    `checkpoint`: any sequence-classification checkpoint (`path`, `harmful_label`). `refusal`:
-    harmful unless the answer refuses. Each judge's accuracy on `check_set` is reported per kind.
-    """
-
-    kind: Literal["trained", "checkpoint", "refusal"] = "refusal"
-    path: str | None = Field(None, description="encoder to fine-tune, or classifier checkpoint")
-    harmful_label: int = Field(1, ge=0)
-    epochs: int = Field(3, ge=1, le=50)
-    check_set: str = Field("builtin:judge_check", description="labelled texts for the judge's accuracy")
-
-
-class CopyrightEval(StrictModel):
-    """Leakage: continuations of prefixes of the forgotten text and of a retained text."""
-
-    forget_text: DatasetRef
-    retain_text: DatasetRef | None = None
-    max_examples: int = Field(16, ge=1)
+    @model_validator(mode="after")
+    def _forget_or_erase(self) -> UnlearnCommon:
+        if self.erase is None:
+            if self.forget is None:
+                raise ValueError(
+                    "unlearn.forget is required (or name the subjects to erase with unlearn.erase)"
+                )
+            return self
+        # a forget set already built from `erase` (validation runs again on every assignment)
+        # carries the same selection; any other forget set contradicts the request
+        if self.forget is not None and self.forget.subjects != self.erase.forget_rows():
+            raise ValueError(
+                "unlearn.erase and unlearn.forget are mutually exclusive: erase builds the forget "
+                "set from the subjects it names; leave out unlearn.forget"
+            )
+        if self.forget is None:
+            derive(self, "forget", DatasetRef.model_validate(self.erase.forget_fields()))
+        if self.normal is None:  # a normal set given with the request is used as given
+            derive(self, "normal", DatasetRef.model_validate(self.erase.retain_fields(limited=True)))
+        return self
 
 
-def _sampling() -> GenerationConfig:
-    return GenerationConfig(max_new_tokens=40, do_sample=True, temperature=1.0, top_p=1.0)
-
-
-class PrivacyThresholds(StrictModel):
-    """What the privacy evaluation must show after unlearning (pass/fail in the report and the
-    certificate); null turns a check off."""
-
-    max_forget_leak_rate: float | None = Field(
-        0.0, ge=0, le=1, description="share of samples about forgotten people holding a private string"
-    )
-    max_forget_qa_over_holdout: float | None = Field(
-        0.05, ge=0, le=1, description="forgotten people's QA accuracy at most never-seen people's + this"
-    )
-    max_retain_qa_drop: float | None = Field(
-        0.05, ge=0, le=1, description="retained people's QA accuracy at least (1 - this) x before"
-    )
-    max_abs_privleak: float | None = Field(0.1, ge=0, description="|PrivLeak| (Min-K %++ AUC) at most this")
-    max_normal_ppl_increase: float | None = Field(
-        0.10, ge=0, description="normal perplexity at most (1 + this) x before (needs eval.normal)"
-    )
-
-
-class PrivacyEval(StrictModel):
-    """The right-to-be-forgotten case: extraction, QA accuracy and membership inference on people.
-
-    Each dataset is `pairs` rows with a `subject` column (the person), and `field` and `secret`
-    columns (which fact the row asks for, and its value; `scripts/make_privacy_data.py` writes
-    them). `holdout` holds people of the same kind the model never saw (MIA non-members)."""
-
-    forget: DatasetRef
-    retain: DatasetRef
-    holdout: DatasetRef
-    private_fields: list[str] = Field(
-        default_factory=lambda: ["email", "phone", "address"],
-        min_length=1,
-        description="fields whose secrets count as leaked private strings",
-    )
-    samples: int = Field(4, ge=1, le=256, description="sampled answers per extraction prompt")
-    generation: GenerationConfig = Field(default_factory=_sampling, description="extraction sampling")
-    qa_max_new_tokens: int = Field(32, ge=1, le=512, description="greedy QA answers' length")
-    max_retain_subjects: int = Field(5, ge=1, description="retained people evaluated (the first ones)")
-    max_holdout_subjects: int = Field(20, ge=1, description="never-seen people evaluated")
-    min_k: float = Field(0.2, gt=0, le=1, description="k of Min-K % and Min-K %++")
-    thresholds: PrivacyThresholds = Field(default_factory=PrivacyThresholds)
-
-
-class EvalSpec(StrictModel):
-    """What is measured before and after unlearning; each part is optional."""
-
-    harmful_prompts: DatasetRef | None = None
-    benign_prompts: DatasetRef | None = None
-    normal: DatasetRef | None = Field(None, description="held-out normal data for perplexity")
-    multiple_choice: DatasetRef | None = Field(None, description="TruthfulQA-style rows (MC1/MC2)")
-    copyright: CopyrightEval | None = None
-    privacy: PrivacyEval | None = None
-    judge: JudgeSpec = Field(default_factory=JudgeSpec)
-    generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    batch_size: int = Field(8, ge=1, le=1024)
-    max_examples: int = Field(64, ge=1, description="cap per evaluation set")
-    harmful_sets: dict[str, DatasetRef] = Field(
-        default_factory=dict,
-        description="further harmful-prompt sets by name, e.g. from sources the forget set does not use "
-        "(cross-source): harmful_rate/NAME",
-    )
-    formats: dict[str, PromptTemplate] = Field(
-        default_factory=dict,
-        description="further formats by name in which the harmful sets and benign prompts are asked "
-        "again: harmful_rate@NAME, over_refusal@NAME",
-    )
-
-    @field_validator("harmful_sets", "formats")
-    @classmethod
-    def _plain_names(cls, value: dict[str, Any]) -> dict[str, Any]:
-        bad = [name for name in value if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name)]
-        if bad:
-            raise ValueError(f"names must be 1-40 letters, digits, '_' or '-': {bad}")
-        return value
+def derive(model: BaseModel, name: str, value: Any) -> None:
+    """Set a field a validator builds from others, bypassing assignment validation (which would
+    run the validator again), and mark it set so that `exclude_unset` dumps keep it."""
+    model.__dict__[name] = value
+    model.__pydantic_fields_set__.add(name)

@@ -14,15 +14,16 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from lethe.core.methods import METHODS, terms_for
+from lethe.core.spec.evaluation import EvalSpec
 from lethe.core.spec.fields import (
     DatasetRef,
-    EvalSpec,
     FinetuneStage,
     LoraSpec,
     ModelSpec,
     PromptFormat,
     StrictModel,
     UnlearnCommon,
+    derive,
 )
 from lethe.core.spec.options import Criterion, ProbesSpec, SelectSpec, SweepSpec, check_objective
 from lethe.core.spec.refs import dataset_refs, with_refs
@@ -77,6 +78,64 @@ class JobSpec(StrictModel):
                     f"unlearn.{kind} has schema 'prompts' (no answers): set "
                     f"unlearn.{kind}_answers_from: model, or give prompt/response pairs"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _devices_share_each_step(self) -> JobSpec:
+        # each data-parallel rank takes an equal share of every step (lethe.core.training.distributed)
+        world = self.model.devices
+        stages = {"unlearn": self.unlearn.train}
+        if self.finetune is not None:
+            stages["finetune"] = self.finetune.train
+        for name, train in stages.items():
+            if train.batch_size % world and train.grad_accum % world:
+                raise ValueError(
+                    f"model.devices {world} must divide {name}.train.batch_size ({train.batch_size}) "
+                    f"or {name}.train.grad_accum ({train.grad_accum}): each device takes an equal "
+                    "share of every step"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _quantized_base_has_an_adapter(self) -> JobSpec:
+        # 4/8-bit weights cannot take optimizer updates, and the quantize probe would round the
+        # packed weights of an already-quantized base again: both are refused before any load
+        if self.model.quantize is not None and self.lora is None:
+            raise ValueError(
+                f"model.quantize {self.model.quantize!r} needs LoRA (lora: null asks for full fine-tuning, "
+                "which cannot update 4/8-bit weights): give lora settings, or set model.quantize to null"
+            )
+        if self.model.quantize is not None and self.probes is not None and self.probes.quantize is not None:
+            raise ValueError(
+                f"probes.quantize measures rounding an unquantized base, and model.quantize is "
+                f"{self.model.quantize!r}: set probes.quantize to null"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _privacy_people(self) -> JobSpec:
+        """eval.privacy's forgotten and retained people default to those of unlearn.erase."""
+        privacy, erase = self.eval.privacy, self.unlearn.erase
+        for kind in ("forget", "retain"):
+            if privacy is None or getattr(privacy, kind) is not None:
+                continue
+            if erase is None:
+                raise ValueError(
+                    f"eval.privacy.{kind} is required (or name the subjects to erase with unlearn.erase, "
+                    "whose dataset then gives the forgotten and retained people)"
+                )
+            fields = erase.forget_fields() if kind == "forget" else erase.retain_fields(limited=False)
+            derive(privacy, kind, DatasetRef.model_validate(fields))
+        return self
+
+    @model_validator(mode="after")
+    def _retrain_needs_a_finetune(self) -> JobSpec:
+        privacy = self.eval.privacy
+        if privacy is not None and privacy.reference == "retrain" and self.finetune is None:
+            raise ValueError(
+                "eval.privacy.reference: retrain fine-tunes a second model without the forgotten "
+                "people, so it needs a finetune stage that taught them; use reference: holdout"
+            )
         return self
 
     @model_validator(mode="after")

@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from lethe.core.spec.fields import DatasetRef, EvalSpec, StrictModel
+from lethe.core.spec.evaluation import EvalSpec
+from lethe.core.spec.fields import DatasetRef, StrictModel
 
 Objective = Literal["harmful_rate", "forget_nll", "bleu"]
 LOWER_IS_BETTER: dict[str, bool] = {"harmful_rate": True, "bleu": True, "forget_nll": False}

@@ -6,7 +6,10 @@ most one inference-mode reference forward per kind (none when `train.cache_refer
 the reference's outputs before the first step). Data order, random answers and dropout are pure functions of
 (seed, step), so a run resumed from a checkpoint takes exactly the steps an uninterrupted run
 would. With a `Selection`, the stage evaluates every N steps, may stop early, and ends with the
-weights of its best evaluation.
+weights of its best evaluation. Under data parallelism (distributed.py) each rank scores its share
+of every step's rows, gradients and logged values are summed across ranks, and rank 0 alone
+evaluates, writes checkpoints and decides (cancel, pause, stop), its decisions reaching the others
+through `dp.agree`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from lethe.core.evaluation.selection import Selection
 from lethe.core.methods import Term
 from lethe.core.models.reference import Reference
 from lethe.core.spec.fields import PromptFormat, TrainConfig
+from lethe.core.training import distributed as dp
 from lethe.core.training.checkpoint import (
     append_log_row,
     latest_checkpoint,
@@ -136,22 +140,25 @@ def _accumulate(
     terms: list[Term],
 ) -> dict[str, float]:
     """Backward of `terms` over the step's micro-batches into `.grad`; each term's mean."""
-    # dropout depends on the step only: resumable, and every pass of a SAM step draws alike
-    torch.manual_seed(mix_seed(stage.seed, 4, step))
+    # dropout depends on the step (and rank) only: resumable, and every pass of a SAM step draws alike
+    torch.manual_seed(mix_seed(stage.seed, 4, step) + dp.rank())
     kinds = row_kinds(terms)
     sums: dict[str, float] = {}
-    device, accum = next(model.parameters()).device, stage.train.grad_accum
-    for a in range(accum):
-        micro = step * accum + a
-        rows = micro_batch_rows(stage.data, kinds, micro, stage.train.batch_size, stage.seed)
-        encoded, slices, keys = encode_rows(tokenizer, stage.fmt, rows)
-        batch = {k: v.to(device) for k, v in collate(encoded, pad_id_of(tokenizer)).items()}
-        # backward inside, group by group of kinds: one group's activations alive at a time
-        loss, values = micro_batch_loss(model, reference, terms, batch, slices, keys, backward=1 / accum)
-        values["loss"] = float(loss.detach())
-        for key, value in values.items():
-            sums[key] = sums.get(key, 0.0) + value / accum
-    return sums
+    device = next(model.parameters()).device
+    share = dp.share_of(stage.train, step)  # with data parallelism, this rank's part of the step
+    with dp.summed_gradients(model):
+        for micro in share.micros:
+            rows = micro_batch_rows(stage.data, kinds, micro, share.batch_size, stage.seed)
+            encoded, slices, keys = encode_rows(tokenizer, stage.fmt, rows)
+            batch = {k: v.to(device) for k, v in collate(encoded, pad_id_of(tokenizer)).items()}
+            # backward inside, group by group of kinds: one group's activations alive at a time
+            loss, values = micro_batch_loss(
+                model, reference, terms, batch, slices, keys, backward=1 / share.accum
+            )
+            values["loss"] = float(loss.detach())
+            for key, value in values.items():
+                sums[key] = sums.get(key, 0.0) + value / share.accum
+    return dp.reduce_values(sums)
 
 
 def _sam_gradients(
@@ -255,9 +262,11 @@ def run_stage(
     hooks, selection = hooks or RunHooks(), stage.selection
     total = plan_steps(stage.train, len(stage.data.forget))
     optimizer, scheduler = make_optimizer(model, stage.train, total)
+    dp.agree(f"{stage.name}: start", 0)  # data parallel: every rank reads the checkpoints alike
     start, log, finished = _resume(model, stage, optimizer, scheduler, hooks)
     if finished is not None:
         return finished
+    dp.sync_weights(model)
     source = prepare_reference(model, tokenizer, stage, reference, total)
     if stage.train.gradient_checkpointing:
         enable_gradient_checkpointing(model)
@@ -266,7 +275,7 @@ def run_stage(
     model.train()
     began, reason = time.monotonic(), "max_steps"
     for step in range(start, total):
-        if hooks.cancelled():
+        if dp.agree(f"{stage.name}: step {step + 1}", int(hooks.cancelled())):  # rank 0 decides
             raise Cancelled(f"cancelled before step {step + 1} of stage {stage.name}")
         values = optimizer_step(model, tokenizer, source, stage, step)
         grad_norm = _apply_update(model, optimizer, scheduler, stage.train)
@@ -284,9 +293,12 @@ def run_stage(
         _report(hooks, stage, done, total, values, began, done - start)
         stop = selection is not None and selection.due(done) and _observe(hooks, selection, model, done)
         pause = hooks.pausing() and done < total and not stop  # stopping: keep this step's work
-        if stage.checkpoint_dir and (pause or _should_checkpoint(stage, done, total)) and not stop:
+        decided = dp.agree(f"{stage.name}: after {done}", int(stop) + 2 * int(pause))  # rank 0's
+        stop, pause = bool(decided & 1), bool(decided & 2)
+        due = pause or _should_checkpoint(stage, done, total)
+        if stage.checkpoint_dir and due and not stop and dp.is_main():
             hooks.check_fence()
-            save_checkpoint(
+            saved = save_checkpoint(
                 stage.checkpoint_dir / f"step-{done:07d}",
                 model,
                 optimizer,
@@ -295,6 +307,7 @@ def run_stage(
                 log,
                 extra=_extra(selection),
             )
+            hooks.checkpointed(saved)  # the service copies it to object storage
         if pause:
             raise Paused(f"paused after step {done} of stage {stage.name}")
         if stop and selection is not None:
@@ -309,9 +322,10 @@ def run_stage(
             reason = f"forget_nll {forget_nll:.3f} reached stop_forget_nll {stage.train.stop_forget_nll}"
             break
     chosen = _finish_selection(model, selection, len(log))
-    if stage.checkpoint_dir and stage.train.checkpoint_every:
+    dp.sync_weights(model)  # the selected weights (rank 0 alone evaluates) on every rank
+    if stage.checkpoint_dir and stage.train.checkpoint_every and dp.is_main():
         hooks.check_fence()
-        save_checkpoint(
+        final = save_checkpoint(
             stage.checkpoint_dir / "final",
             model,
             optimizer,
@@ -322,6 +336,7 @@ def run_stage(
             reason=reason,
             extra={**_extra(selection), "selection": chosen},
         )
+        hooks.checkpointed(final)
     model.eval()
     return StageResult(steps=len(log), stopped_reason=reason, log=log, selection=chosen)
 

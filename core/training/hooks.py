@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 __all__ = ["Cancelled", "Paused", "Progress", "ProgressTicker", "RunHooks"]
 
@@ -68,6 +69,9 @@ class RunHooks:
     checkpoint_every: int = 0
     fence: Callable[[], None] | None = None
     should_pause: Callable[[], bool] | None = None
+    # called with each checkpoint folder once it is complete on disk (the service copies the run
+    # folder to object storage there, so a worker on another machine can resume the job)
+    on_checkpoint: Callable[[Path], None] | None = None
 
     def cancelled(self) -> bool:
         return bool(self.should_cancel and self.should_cancel())
@@ -78,3 +82,9 @@ class RunHooks:
     def check_fence(self) -> None:
         if self.fence is not None:
             self.fence()
+
+    def checkpointed(self, folder: Path) -> Path:
+        """Tell the caller that `folder` is a complete checkpoint now; return it."""
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(folder)
+        return folder

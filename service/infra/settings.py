@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from lethe.service.infra.capacity import QueueCapacities
+
 CommaList = Annotated[list[str], NoDecode]
 # the settings `tenant_limits` may override per tenant (see Settings.for_tenant)
 TENANT_LIMITS = (
@@ -82,6 +84,14 @@ class Settings(BaseSettings):
         "is refused at submission (422) unless `cuda` is listed. Empty: `cuda,cpu` when "
         "`gpu_workers` is true or the API process sees a GPU, else `cpu`.",
     )
+    queue_capacity: QueueCapacities = Field(
+        default_factory=dict,
+        description="Each queue's workers, in the order jobs are placed: `NAME=KIND:COUNTxMEMORY`, "
+        "e.g. `gpu=cuda:1x80GiB,cpu=cpu:1x16GiB` (kind `cuda` or `cpu`, devices per worker, memory "
+        "per device). A job goes to the first queue of its device's kind (`auto`: GPU queues first) "
+        "with `model.devices` devices and its memory estimate; one that fits none gets 422. "
+        "Empty: `gpu_workers`/`worker_devices` pick the queue, and memory is not checked.",
+    )
     hub_access: bool | None = Field(
         None,
         description="Whether workers can download from the Hugging Face hub. Off: a spec naming a hub "
@@ -121,6 +131,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds between a running job's heartbeats; also how often it checks "
         "for a cancel request.",
+    )
+    dist_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="Data-parallel jobs (`model.devices` > 1): seconds a collective waits for a rank "
+        "before the job fails (read by the ranks of the engine from this variable).",
     )
     job_lease_s: float = Field(
         60.0,

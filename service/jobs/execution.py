@@ -14,6 +14,7 @@ import threading
 import traceback
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from lethe.service.infra.db import Artifact, CertificateRecord, Job, affected, t
 from lethe.service.infra.errors import ServiceError
 from lethe.service.infra.retry import retry_db
 from lethe.service.infra.runtime import Runtime
-from lethe.service.jobs import fairness
+from lethe.service.jobs import fairness, resume_store
 from lethe.service.jobs.claim import (
     Claim,
     Heartbeat,
@@ -35,6 +36,7 @@ from lethe.service.jobs.claim import (
 )
 from lethe.service.jobs.progress import Reporter
 from lethe.service.jobs.records import add_event
+from lethe.service.jobs.resume_store import ResumeStore
 from lethe.service.storage import artifacts
 from lethe.service.storage.resolve import resolve_datasets
 from lethe.service.trust import certificates
@@ -112,7 +114,11 @@ def _run_engine(rt: Runtime, claim: Claim, work: Path, beat: Heartbeat) -> Any:
     from lethe.core.spec.job import parse_spec
 
     spec = resolve_datasets(rt, parse_spec(claim.spec), work / "datasets")
-    return run_job(spec, work / "run", Reporter(rt, claim, beat).hooks())
+    # checkpoints go to storage too, so a worker on another machine resumes where this one stops
+    snapshots = ResumeStore(rt.storage, claim.job_id, claim.attempt, work / "run", beat.ensure_held)
+    snapshots.restore()
+    hooks = replace(Reporter(rt, claim, beat).hooks(), on_checkpoint=snapshots.save)
+    return run_job(spec, work / "run", hooks)
 
 
 def write_report_safely(run_dir: Path) -> None:
@@ -187,6 +193,8 @@ def execute_job(rt: Runtime, job_id: uuid.UUID, drain: threading.Event | None = 
     """Run a queued job (or take over one whose worker vanished) to its end; once `drain` is set
     (the worker shuts down), stop it at a checkpoint and queue it again (REQUEUED)."""
     claimed = claim_job(rt, job_id)
+    if claimed is Outcome.SKIPPED:  # ended without a worker (cancelled while queued, given up)
+        _discard_if_ended(rt, job_id)
     if not isinstance(claimed, Claim):
         return claimed
     work = rt.settings.work_root / str(job_id)
@@ -200,9 +208,18 @@ def execute_job(rt: Runtime, job_id: uuid.UUID, drain: threading.Event | None = 
     log.info("job %s: %s", job_id, status)
     if status == "requeued":  # its checkpoints stay: the next attempt resumes from them
         return Outcome.REQUEUED
+    resume_store.discard(rt.storage, job_id)  # the job ended: nothing will resume it
     if not rt.settings.keep_work_dirs:
         shutil.rmtree(work, ignore_errors=True)  # checkpoints are only needed to resume
     return Outcome.DONE
+
+
+def _discard_if_ended(rt: Runtime, job_id: uuid.UUID) -> None:
+    """Delete the snapshots of a job that ended; a job queued again meanwhile keeps them."""
+    with rt.sessions() as session:
+        status = session.scalar(select(Job.status).where(Job.id == job_id))
+    if status in ("succeeded", "failed", "cancelled"):
+        resume_store.discard(rt.storage, job_id)
 
 
 def requeue_orphans(rt: Runtime) -> list[tuple[uuid.UUID, str]]:

@@ -50,10 +50,11 @@ def _allowed_hint(settings: Settings) -> str:
 
 
 def model_problems(spec: JobSpec, settings: Settings) -> list[Problem]:
-    """The spec's model, its device, its remote-code flag, and the judge's model and check set."""
+    """The spec's model, its remote-code flag, and the judge's model and check set (the device is
+    placement's: `lethe.service.jobs.placement`)."""
     from lethe.core.models.loading import BUILTINS
 
-    problems = [p for p in (device_problem(spec, settings),) if p is not None]
+    problems: list[Problem] = []
     if not model_allowed(spec.model.name, settings):
         problems.append(
             Problem(
@@ -101,8 +102,11 @@ def model_problems(spec: JobSpec, settings: Settings) -> list[Problem]:
 
 # ------------------------------------------------------------------ what the workers can reach
 def worker_devices(settings: Settings) -> list[str]:
-    """The devices the workers have: `worker_devices`, else `cuda` too when GPU workers serve
-    the `gpu` queue or this process sees a GPU (the embedded worker runs in this process)."""
+    """The devices the workers have: the kinds of `queue_capacity`, else `worker_devices`, else
+    `cuda` too when GPU workers serve the `gpu` queue or this process sees a GPU (the embedded
+    worker runs in this process)."""
+    if settings.queue_capacity:
+        return sorted({c.kind for c in settings.queue_capacity.values()}, reverse=True)  # cuda first
     if settings.worker_devices:
         return settings.worker_devices
     return ["cuda", "cpu"] if settings.gpu_workers or _local_gpu() else ["cpu"]
@@ -120,9 +124,10 @@ def device_problem(spec: JobSpec, settings: Settings) -> Problem | None:
     on a CPU worker; refused now, with what to send instead."""
     if spec.model.device != "cuda" or "cuda" in worker_devices(settings):
         return None
+    setting = "LETHE_QUEUE_CAPACITY" if settings.queue_capacity else "LETHE_WORKER_DEVICES"
     return Problem(
         "model.device",
-        "'cuda' asks for a GPU, but this server has no GPU workers (LETHE_WORKER_DEVICES: "
+        f"'cuda' asks for a GPU, but this server has no GPU workers ({setting}: "
         f"{','.join(worker_devices(settings))}): use 'cpu' or 'auto'",
     )
 

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from lethe.service.infra import idempotency
 from lethe.service.infra.db import Job, affected, transaction, utcnow
 from lethe.service.infra.runtime import Runtime
+from lethe.service.jobs import resume_store
 from lethe.service.jobs.claim import give_up
 from lethe.service.jobs.records import add_event
 
@@ -52,6 +53,8 @@ def check_heartbeats(rt: Runtime) -> dict[uuid.UUID, str]:
     for job_id, status in changed.items():
         if status == "queued":
             _dispatch(rt, job_id, queues[job_id])
+        else:  # ended: no worker will resume it, so its checkpoints in storage go
+            resume_store.discard(rt.storage, job_id)
     return changed
 
 

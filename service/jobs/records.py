@@ -35,8 +35,9 @@ from lethe.service.infra.errors import Conflict, Invalid, Problem, Unavailable
 from lethe.service.infra.pages import Page, paginate
 from lethe.service.infra.runtime import Runtime
 from lethe.service.infra.settings import Settings
-from lethe.service.jobs import policy, transitions
+from lethe.service.jobs import placement, policy, transitions
 from lethe.service.storage.datasets import check_s3_uri, dataset_id_of, hub_unreachable
+from lethe.service.storage.subjects import subject_problems
 from lethe.service.trust import webhooks
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,9 @@ log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------ spec inspection
 def choose_queue(spec: JobSpec, settings: Settings) -> str:
-    """`gpu` or `cpu` from the spec's device: auto goes where the deployment has workers."""
-    device = spec.model.device
-    if device == "cuda" or (device == "auto" and settings.gpu_workers):
-        return "gpu"
-    return "cpu"
+    """The first queue whose workers can run the job (`placement.place`); `_validate` has refused
+    a job that fits none, so the fallback is never taken for a validated spec."""
+    return placement.place(spec, settings).queue or "cpu"
 
 
 def _check_ref(
@@ -99,6 +98,8 @@ def _validate(rt: Runtime, session: Session, spec: JobSpec, tenant: str) -> tupl
             check_model_reference(spec.model)
     except ModelError as err:
         problems.append(Problem("model.name", str(err)))
+    if not any(p.field == "model.name" for p in problems):  # only an allowed model's config is read
+        problems.extend(placement.place(spec, rt.settings).problems)  # no queue's workers can run it
     used: set[uuid.UUID] = set()
     counts: dict[str, int | None] = {}  # examples of each dataset the tenant may use, by source
 
@@ -115,6 +116,8 @@ def _validate(rt: Runtime, session: Session, spec: JobSpec, tenant: str) -> tupl
         return checked
 
     checked_spec = with_refs(spec, check)
+    if not problems:  # the subjects of an erasure request must be in its (now known) dataset
+        problems.extend(subject_problems(rt, session, checked_spec))
     limits_of_tenant = rt.settings.for_tenant(tenant)  # LETHE_TENANT_LIMITS overrides
     problems.extend(policy.size_problems(spec, limits_of_tenant, lambda ref: counts.get(ref.source)))
     if problems:

@@ -55,6 +55,13 @@ def _materialise(rt: Runtime, path: str, row: Dataset, dest_dir: Path) -> str:
     return str(dest)
 
 
+def local_ref(rt: Runtime, path: str, ref: DatasetRef, row: Dataset, dest_dir: Path) -> DatasetRef:
+    """`ref` to the dataset `row` as the engine reads it: a local copy (or the hub id), with the
+    format, schema and columns declared with the dataset where the spec sets none."""
+    source = _materialise(rt, path, row, dest_dir)
+    return ref.model_copy(update={**_declared(ref, row), "source": source})
+
+
 def resolve_datasets(rt: Runtime, spec: JobSpec, dest_dir: Path) -> JobSpec:
     """A copy of `spec` whose service-only references are local files or hub ids."""
     dest_dir.mkdir(parents=True, exist_ok=True)
@@ -64,8 +71,7 @@ def resolve_datasets(rt: Runtime, spec: JobSpec, dest_dir: Path) -> JobSpec:
         if dataset_id is not None:
             with rt.sessions() as session:
                 row = session.scalars(select(Dataset).where(Dataset.id == dataset_id)).one()
-            source = _materialise(rt, path, row, dest_dir)
-            return ref.model_copy(update={**_declared(ref, row), "source": source})
+            return local_ref(rt, path, ref, row, dest_dir)
         if ref.source.startswith("s3://"):
             fmt = resolve_format(ref.format, ref.source)
             name = hashlib.sha256(ref.source.encode()).hexdigest()[:32]

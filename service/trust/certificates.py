@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, update
 
 from lethe import __version__
+from lethe.core.spec.subjects import erasure_of
 from lethe.evidence.certificate import FORMAT, finite, key_id, sign
 from lethe.service.infra import tenancy
 from lethe.service.infra.db import Artifact, CertificateRecord, Dataset, Job, affected, transaction, utcnow
@@ -162,6 +163,12 @@ def _ts(value: Any) -> str | None:
 
 def compose(job: Job, evidence: dict[str, Any], signer: str) -> dict[str, Any]:
     """The certificate's content: the job record, then the worker's evidence."""
+    erasure = erasure_of(job.spec or {})
+    erased = (
+        f" It was an erasure request for {len(erasure['subjects'])} subject(s), named under `erasure`."
+        if erasure is not None
+        else ""
+    )
     return {
         "format": FORMAT,
         "issued_at": utcnow().isoformat(),
@@ -169,7 +176,7 @@ def compose(job: Job, evidence: dict[str, Any], signer: str) -> dict[str, Any]:
         "statement": (
             f"Lethe job {job.id} ran the unlearning spec below on base model "
             f"{(evidence.get('base_model') or {}).get('reference')} and produced the adapter "
-            "and metrics below from the datasets below."
+            "and metrics below from the datasets below." + erased
         ),
         "job": {
             "id": str(job.id),
@@ -182,6 +189,8 @@ def compose(job: Job, evidence: dict[str, Any], signer: str) -> dict[str, Any]:
             "attempts": job.attempts,
         },
         "spec": job.spec,
+        # an erasure request's subjects, stated outright: what a privacy officer files
+        **({"erasure": erasure} if erasure is not None else {}),
         **evidence,
     }
 

@@ -6,7 +6,9 @@ never see its jobs), a `redis-server` on a free loopback port (restarted without
 a restart loses every message, as a crashed Redis would; or saved and restarted with its data, as
 one with persistence would), Celery worker processes in their own
 process groups (SIGKILLed whole, or only their pool child), and `lethe serve`. Workers share one
-work folder, as workers of one machine do, so a job taken over resumes from its checkpoint.
+work folder, as workers of one machine do (`fault_stack`), or each has its own, as workers of
+different machines do (`fault_stack_apart`: they share only the database, broker and storage, so a
+job taken over resumes from the checkpoint in storage).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +74,8 @@ class FaultStack:
     faults: dict[str, int] = field(default_factory=dict)
     worker_logs: dict[int, Path] = field(default_factory=dict)  # worker pid -> its log
     cancelled: set[str] = field(default_factory=set)  # jobs a test cancelled on purpose
+    shared_work: bool = True  # False: each worker gets a work folder of its own
+    work_dirs: dict[int, Path] = field(default_factory=dict)  # worker pid -> its work folder
 
     # ---------------------------------------------------------------- processes
     def _spawn(self, cmd: list[str], log: str, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -135,12 +140,14 @@ class FaultStack:
     def start_worker(self, env: dict[str, str] | None = None) -> subprocess.Popen:
         name = f"w{len(self.workers)}-{uuid.uuid4().hex[:6]}"
         log = f"worker-{name}.log"
+        work = Path(self.env["LETHE_WORK_DIR"]) if self.shared_work else self.folder / name / "work"
         proc = self._spawn(
             worker_command(f"{name}@%h", "--without-heartbeat"),
             log,
-            {"LETHE_DATA_DIR": str(self.folder / name), **(env or {})},
+            {"LETHE_DATA_DIR": str(self.folder / name), "LETHE_WORK_DIR": str(work), **(env or {})},
         )
         self.worker_logs[proc.pid] = self.folder / log
+        self.work_dirs[proc.pid] = work
         ready = lambda: "ready." in (self.folder / log).read_text(errors="replace")  # noqa: E731
         wait_until(lambda: ready() or proc.poll() is not None, 90, f"worker {name}", self.logs())
         assert proc.poll() is None, self.logs()
@@ -244,12 +251,25 @@ def fault_db() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def fault_stack(fault_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
+    with running_stack(fault_db, tmp_path_factory.mktemp("faults"), shared_work=True) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def fault_stack_apart(fault_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
+    """Two workers that share no folder: as if on two machines."""
+    with running_stack(fault_db, tmp_path_factory.mktemp("apart"), shared_work=False) as stack:
+        stack.start_worker()
+        yield stack
+
+
+@contextmanager
+def running_stack(fault_db: str, folder: Path, *, shared_work: bool) -> Iterator[FaultStack]:
     from lethe.service.infra import migrate
     from lethe.service.infra.settings import Settings
 
     if shutil.which("redis-server") is None:
         unavailable("redis-server is not installed: the fault suite starts a Redis of its own")
-    folder = tmp_path_factory.mktemp("faults")
     port = free_port()
     env = {
         **TIMINGS,
@@ -265,7 +285,7 @@ def fault_stack(fault_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "MKL_NUM_THREADS": "1",
     }
     migrate.upgrade(Settings(database_url=fault_db, data_dir=folder))
-    stack = FaultStack(folder, env, fault_db, port)
+    stack = FaultStack(folder, env, fault_db, port, shared_work=shared_work)
     try:
         stack.start_redis()
         stack.start_api()

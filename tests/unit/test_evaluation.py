@@ -15,7 +15,8 @@ from lethe.core.data.examples import Example, MCQuestion
 from lethe.core.data.tokens import IGNORE_INDEX, encode
 from lethe.core.evaluation import EvalSets, answer_nll, choice_logliks, compare, evaluate, generate, scores
 from lethe.core.evaluation.judges import RefusalJudge
-from lethe.core.spec.fields import DEFAULT_TEMPLATE, EvalSpec, GenerationConfig, LoraSpec, PromptFormat
+from lethe.core.spec.evaluation import EvalSpec
+from lethe.core.spec.fields import DEFAULT_TEMPLATE, GenerationConfig, LoraSpec, PromptFormat
 
 FMT = PromptFormat()
 PROMPTS = [

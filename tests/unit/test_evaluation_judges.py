@@ -13,7 +13,7 @@ from sklearn.metrics import accuracy_score
 from lethe.core.evaluation import JUDGES, Judge, build_judge, load_check_set
 from lethe.core.evaluation.classifier import JudgeError, default_encoder_path, stratified_split
 from lethe.core.evaluation.judges import JudgePairs, RefusalJudge
-from lethe.core.spec.fields import JudgeSpec
+from lethe.core.spec.evaluation import JudgeSpec
 
 ROWS = [
     {

@@ -12,7 +12,8 @@ from lethe.core.evaluation.judges import build_judge
 from lethe.core.evaluation.suite import EvalSets, evaluate
 from lethe.core.models.loading import load_model
 from lethe.core.run.pipeline import render_templates
-from lethe.core.spec.fields import ChatTemplate, EvalSpec, JudgeSpec, ModelSpec, PromptFormat
+from lethe.core.spec.evaluation import EvalSpec, JudgeSpec
+from lethe.core.spec.fields import ChatTemplate, ModelSpec, PromptFormat
 from lethe.core.spec.job import parse_spec
 from lethe.core.spec.refs import dataset_refs
 from lethe.core.training.rows import StageData, encode_rows, micro_batch_rows

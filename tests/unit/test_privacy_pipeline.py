@@ -23,7 +23,7 @@ from lethe.core.evaluation.privacy_eval import (
 from lethe.core.run.pipeline import run_job
 from lethe.core.run.privacy_probes import HEADLINE, probe_checks, split_subjects
 from lethe.core.run.report_html import write_report
-from lethe.core.spec.fields import PrivacyThresholds
+from lethe.core.spec.evaluation import PrivacyThresholds
 from lethe.core.spec.job import SpecError, absolutise_sources, load_spec, parse_spec
 from lethe.core.training.engine import RunHooks
 
