@@ -144,8 +144,7 @@ def _wait_ready(store: dist.TCPStore, world: int, alive: Callable[[], None]) -> 
     """Until every rank has started (imports, store connection) and is about to join the group:
     the group's own rendezvous would wait the whole timeout for a rank that died starting."""
     group = dp.Group(0, world, store, alive)
-    timeout = dp.collective_timeout().total_seconds()
-    dp.wait_keys(group, [f"ready/{r}" for r in range(1, world)], timeout, "ready")
+    dp.wait_keys(group, [f"ready/{r}" for r in range(1, world)], dp.startup_timeout_s(), "ready")
 
 
 def _join(ranks: list[subprocess.Popen[bytes]]) -> None:

@@ -78,6 +78,16 @@ def collective_timeout() -> timedelta:
     return timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
 
 
+# A rank that starts (a new Python process importing torch and loading the model) on a loaded
+# machine can take far longer than a step: until every rank has met once, waits are at least this
+# long. A rank that dies while starting is still seen at once (`Group.alive`).
+STARTUP_MIN_S = 120.0
+
+
+def startup_timeout_s() -> float:
+    return max(collective_timeout().total_seconds(), STARTUP_MIN_S)
+
+
 def init(rank_: int, world: int, store: Any, alive: Callable[[], None], backend: str) -> Group:
     """Join the job's process group (every rank must call this; it returns once all have)."""
     global _GROUP
@@ -220,7 +230,8 @@ def agree(label: str, value: int) -> int:
         return int(group.store.get(base))
     arrived = [f"{base}/{r}" for r in range(1, group.world)]
     # the others only ever wait for rank 0, never work alone: one that does not come is hung
-    wait_keys(group, arrived, collective_timeout().total_seconds(), label)
+    first = group.sequence == 1  # the ranks meet for the first time: some may still be starting
+    wait_keys(group, arrived, startup_timeout_s() if first else collective_timeout().total_seconds(), label)
     for r, key in enumerate(arrived, start=1):
         seen = group.store.get(key).decode()
         if seen != label:

@@ -279,13 +279,8 @@ def run_stage(
             raise Cancelled(f"cancelled before step {step + 1} of stage {stage.name}")
         values = optimizer_step(model, tokenizer, source, stage, step)
         grad_norm = _apply_update(model, optimizer, scheduler, stage.train)
-        row = {
-            "stage": stage.name,
-            "step": step + 1,
-            **values,
-            "lr": scheduler.get_last_lr()[0],
-            "grad_norm": grad_norm,
-        }
+        row = {"stage": stage.name, "step": step + 1, **values, "lr": scheduler.get_last_lr()[0]}
+        row["grad_norm"] = grad_norm
         log.append(row)
         hooks.check_fence()  # a process that lost its job must not add a row (a duplicate step)
         append_log_row(stage.log_path, row)
@@ -295,50 +290,55 @@ def run_stage(
         pause = hooks.pausing() and done < total and not stop  # stopping: keep this step's work
         decided = dp.agree(f"{stage.name}: after {done}", int(stop) + 2 * int(pause))  # rank 0's
         stop, pause = bool(decided & 1), bool(decided & 2)
-        due = pause or _should_checkpoint(stage, done, total)
-        if stage.checkpoint_dir and due and not stop and dp.is_main():
-            hooks.check_fence()
-            saved = save_checkpoint(
-                stage.checkpoint_dir / f"step-{done:07d}",
-                model,
-                optimizer,
-                scheduler,
-                done,
-                log,
-                extra=_extra(selection),
-            )
-            hooks.checkpointed(saved)  # the service copies it to object storage
+        if (pause or _should_checkpoint(stage, done, total)) and not stop:
+            state = (optimizer, scheduler)
+            _checkpoint(model, stage, state, hooks, f"step-{done:07d}", log, _extra(selection))
         if pause:
             raise Paused(f"paused after step {done} of stage {stage.name}")
         if stop and selection is not None:
             reason = selection.stop_reason()
             break
-        forget_nll = row.get("forget_nll")
-        if (
-            stage.train.stop_forget_nll is not None
-            and forget_nll is not None
-            and forget_nll >= stage.train.stop_forget_nll
-        ):
-            reason = f"forget_nll {forget_nll:.3f} reached stop_forget_nll {stage.train.stop_forget_nll}"
+        if (reached := _forget_nll_reached(stage.train, row)) is not None:
+            reason = reached
             break
     chosen = _finish_selection(model, selection, len(log))
     dp.sync_weights(model)  # the selected weights (rank 0 alone evaluates) on every rank
-    if stage.checkpoint_dir and stage.train.checkpoint_every and dp.is_main():
-        hooks.check_fence()
-        final = save_checkpoint(
-            stage.checkpoint_dir / "final",
-            model,
-            optimizer,
-            scheduler,
-            len(log),
-            log,
-            complete=True,
-            reason=reason,
-            extra={**_extra(selection), "selection": chosen},
-        )
-        hooks.checkpointed(final)
+    if stage.train.checkpoint_every:
+        extra = {**_extra(selection), "selection": chosen}
+        _checkpoint(model, stage, (optimizer, scheduler), hooks, "final", log, extra, reason)
     model.eval()
     return StageResult(steps=len(log), stopped_reason=reason, log=log, selection=chosen)
+
+
+def _checkpoint(
+    model: Any,
+    stage: Stage,
+    state: tuple[Any, Any],
+    hooks: RunHooks,
+    name: str,
+    log: list[dict[str, Any]],
+    extra: dict[str, Any],
+    final_reason: str | None = None,
+) -> None:
+    """Save a checkpoint of the stage (rank 0 only; `final_reason` marks the stage's last one)
+    and hand it to the service (`checkpointed`: copied to object storage)."""
+    if stage.checkpoint_dir is None or not dp.is_main():
+        return
+    hooks.check_fence()
+    optimizer, scheduler = state
+    complete = final_reason is not None
+    reason = final_reason or ""
+    folder = stage.checkpoint_dir / name
+    saved = save_checkpoint(folder, model, optimizer, scheduler, len(log), log, complete, reason, extra)
+    hooks.checkpointed(saved)
+
+
+def _forget_nll_reached(train: TrainConfig, row: dict[str, Any]) -> str | None:
+    """Why the stage stops early on `stop_forget_nll`, or None to go on."""
+    forget_nll = row.get("forget_nll")
+    if train.stop_forget_nll is None or forget_nll is None or forget_nll < train.stop_forget_nll:
+        return None
+    return f"forget_nll {forget_nll:.3f} reached stop_forget_nll {train.stop_forget_nll}"
 
 
 def _observe(hooks: RunHooks, selection: Selection, model: Any, step: int) -> bool:
