@@ -155,7 +155,9 @@ def probes_report(
     report = run_probes(
         model, tokenizer, spec, judge, sets, forget, normal, objective, start, on_probe=ticker.advance
     )
-    report |= run_privacy_probes(model, tokenizer, spec, sets.privacy)
+    after = out / "eval_after.json"  # written before the probes: its privacy figures are not re-run
+    metrics = json.loads(after.read_text(encoding="utf-8"))["metrics"] if after.exists() else None
+    report |= run_privacy_probes(model, tokenizer, spec, sets.privacy, metrics)
     ticker.advance(enabled)  # a probe that had nothing to measure (no judge, one example) is done too
     runfolder.write_json(cached, report)
     log.info("probes: %s", report["summary"])

@@ -127,6 +127,9 @@ def test_the_privacy_probes_measure_the_people_not_relearned(privacy_run):
     # measured on one person: the unlearned model's leak rate there is that person's own figure
     after = json.loads((privacy_run[0] / "metrics.json").read_text())["after"]
     assert relearn["unlearned"]["privacy_leak_forget"] == after["privacy_leak/Zelda Abernathy"]
+    # the NF4 probe's "unlearned" is the job's own evaluation after unlearning, not run again
+    quantize = probes["privacy_quantize"]["unlearned"]
+    assert quantize == {k: after[k] for k in HEADLINE}
     checks = probes["privacy_checks"]
     assert set(checks) == {"privacy_relearn", "privacy_quantize_4bit"}
     assert [c["name"] for c in checks["privacy_relearn"]] == [
