@@ -39,9 +39,6 @@ def _decoding_options(tokenizer: Any, gen: GenerationConfig) -> dict[str, Any]:
         do_sample=gen.do_sample,
         use_cache=True,
         pad_token_id=pad_id_of(tokenizer),
-        # generation runs on one process; transformers would otherwise sync every token with the
-        # other ranks when the model is FSDP-sharded (model.shard: rank 0 generates alone)
-        synced_gpus=False,
     )
     if gen.do_sample:
         options.update(temperature=gen.temperature, top_p=gen.top_p, top_k=0)

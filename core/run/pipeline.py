@@ -50,7 +50,6 @@ from lethe.core.spec.job import JobSpec
 from lethe.core.training import distributed as dp
 from lethe.core.training.engine import Stage, StageData, run_stage, with_default_checkpoints
 from lethe.core.training.hooks import ProgressTicker, RunHooks
-from lethe.core.training.sharding import shard_for
 
 log = logging.getLogger(__name__)
 UNLEARN_DATA = "unlearning data written"  # the other ranks read the model's answers after this
@@ -253,7 +252,6 @@ def _run(spec: JobSpec, out: Path, hooks: RunHooks) -> RunSummary:
     forget, normal = _load(spec.unlearn.forget), _load(spec.unlearn.normal)
     sets = load_eval_sets(spec)
     model = trainable_model(spec, model)
-    shard_for(spec.model, model)  # model.shard fsdp: every rank, at the same point
     if spec.finetune is not None:
         _stage(hooks, "finetune")
         finetune(spec, model, tokenizer, out, hooks)

@@ -30,7 +30,6 @@ from lethe.core.spec.job import JobSpec, parse_spec
 from lethe.core.training import distributed as dp
 from lethe.core.training.distributed import RankFailed
 from lethe.core.training.hooks import Cancelled, Paused, RunHooks
-from lethe.core.training.sharding import shard_for
 
 log = logging.getLogger("lethe.core.run.ranks")
 PARENT_POLL_S = 1.0
@@ -43,7 +42,6 @@ def follow(spec: JobSpec, out: Path, checkpoint_every: int) -> None:
     spec = pipeline.render_templates(spec, tokenizer)
     forget, normal = pipeline._load(spec.unlearn.forget), pipeline._load(spec.unlearn.normal)
     model = pipeline.trainable_model(spec, model)
-    shard_for(spec.model, model)  # model.shard fsdp: every rank, at the same point
     hooks = RunHooks(checkpoint_every=checkpoint_every)  # the same stages: checkpoints are read
     if spec.finetune is not None:
         pipeline.finetune(spec, model, tokenizer, out, hooks)

@@ -83,25 +83,7 @@ class ModelSpec(StrictModel):
         description="base weights in 4-bit NF4 (QLoRA: double quantization, computing in model.dtype) "
         "or 8-bit (LLM.int8), with bitsandbytes on a CUDA GPU; needs LoRA and model.dtype bf16 or fp16",
     )
-    shard: Literal["none", "fsdp"] = Field(
-        "none",
-        description="fsdp: the frozen base weights sharded across the model.devices ranks while they "
-        "train (PyTorch FSDP2; the LoRA weights stay whole); gathered again for evaluation, so the "
-        "model must still fit one device",
-    )
     trust_remote_code: bool = False
-
-    @model_validator(mode="after")
-    def _shard_across_ranks(self) -> ModelSpec:
-        # one process has nothing to shard with; FSDP over bitsandbytes' packed weights is untested
-        if self.shard == "fsdp" and self.devices < 2:
-            raise ValueError(
-                f"model.shard fsdp shards the weights across data-parallel ranks: set model.devices to "
-                f"2 or more (it is {self.devices}), or model.shard to none"
-            )
-        if self.shard == "fsdp" and self.quantize is not None:
-            raise ValueError("model.shard fsdp does not take 4/8-bit weights: set model.quantize to null")
-        return self
 
     @model_validator(mode="after")
     def _quantized_on_a_gpu(self) -> ModelSpec:

@@ -97,19 +97,6 @@ class JobSpec(StrictModel):
         return self
 
     @model_validator(mode="after")
-    def _sharded_model_has_an_adapter(self) -> JobSpec:
-        # sharding.py: only frozen weights are sharded (trainable ones would be sharded tensors in
-        # the optimizer and checkpoints), and rank 0 alone cannot evaluate mid-stage a sharded model
-        if self.model.shard == "fsdp" and self.lora is None:
-            raise ValueError("model.shard fsdp shards the frozen base under LoRA: give lora settings")
-        if self.model.shard == "fsdp" and self.select is not None:
-            raise ValueError(
-                "model.shard fsdp evaluates between stages only: checkpoint selection (select) "
-                "evaluates within the unlearning stage; set select to null or model.shard to none"
-            )
-        return self
-
-    @model_validator(mode="after")
     def _quantized_base_has_an_adapter(self) -> JobSpec:
         # 4/8-bit weights cannot take optimizer updates, and the quantize probe would round the
         # packed weights of an already-quantized base again: both are refused before any load

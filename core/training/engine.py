@@ -28,7 +28,6 @@ from lethe.core.methods import Term
 from lethe.core.models.reference import Reference
 from lethe.core.spec.fields import PromptFormat, TrainConfig
 from lethe.core.training import distributed as dp
-from lethe.core.training import sharding
 from lethe.core.training.checkpoint import (
     append_log_row,
     latest_checkpoint,
@@ -268,7 +267,6 @@ def run_stage(
     if finished is not None:
         return finished
     dp.sync_weights(model)
-    sharding.reshard(model)  # model.shard fsdp: trains sharded, gathered again at the stage's end
     source = prepare_reference(model, tokenizer, stage, reference, total)
     if stage.train.gradient_checkpointing:
         enable_gradient_checkpointing(model)
@@ -305,7 +303,6 @@ def run_stage(
             break
     chosen = _finish_selection(model, selection, len(log))
     dp.sync_weights(model)  # the selected weights (rank 0 alone evaluates) on every rank
-    sharding.gather(model)  # every rank, before rank 0 alone runs forwards (sharding.py)
     if stage.train.checkpoint_every:
         extra = {**_extra(selection), "selection": chosen}
         _checkpoint(model, stage, (optimizer, scheduler), hooks, "final", log, extra, reason)

@@ -30,7 +30,6 @@ from lethe.core.models.reference import Reference
 from lethe.core.spec.fields import PromptFormat
 from lethe.core.training.packing import PROMPT_KINDS, pack, shares_prompts, worth_packing
 from lethe.core.training.rows import Row
-from lethe.core.training.sharding import everywhere
 
 log = logging.getLogger(__name__)
 Wanted = dict[Rows, set[RefNeed]]
@@ -76,9 +75,7 @@ class LiveReference:
         # the same batching as the trained model: rows that share a forget prompt run packed
         shared = {k: kinds[k] for k in asked if k in PROMPT_KINDS and "hidden" not in asked[k]}
         out: dict[Rows, RefOutputs] = {}
-        module = self.reference.module
-        # sharded training: every rank must run as many forwards (sharding.py)
-        if len(shared) > 1 and shares_prompts(module) and everywhere(module, worth_packing(shared)):
+        if len(shared) > 1 and shares_prompts(self.reference.module) and worth_packing(shared):
             out = self._packed(shared, asked)
         return {
             kind: out[kind] if kind in out else self._kind(kinds[kind], needs, layer)

@@ -29,7 +29,6 @@ from lethe.core.models import hidden as hidden_states
 from lethe.core.models.reference import Reference
 from lethe.core.training.packing import PROMPT_KINDS, pack, shares_prompts, worth_packing
 from lethe.core.training.refcache import ReferenceSource, RefOutputs, Wanted, as_source, kind_batches
-from lethe.core.training.sharding import everywhere, gathers_in_forward
 
 Batch = dict[str, torch.Tensor]
 
@@ -144,10 +143,6 @@ def kind_inputs(
             [(t.position_loss, ref.logits) for t in positional if t.position_loss is not None],
             chunk,
         )
-        if gathered.shape[0] == 0 and gathers_in_forward(model):
-            # no token scored here: keep the (empty) values on the forward's graph, so this rank
-            # runs the backward, and its layer gathers, that the other ranks run (sharding.py)
-            values = [gathered[:, 0].float() for _ in values]
     logp = _scatter(values.pop(0), mask) if want_logp else None
     positions = {t.name: _scatter(v, mask) for t, v in zip(positional, values, strict=True)}
     inputs = TermInputs(
@@ -215,8 +210,7 @@ def _group_loss(
     if wanted and source is None:
         raise RuntimeError(f"terms {[t.name for t in terms if t.needs_reference]} need a reference model")
     refs = source.outputs(kinds, wanted, keys, layer) if wanted and source is not None else {}
-    packed = share and everywhere(model, worth_packing(kinds))  # sharded: one forward count everywhere
-    gathered = _packed_forward(model, kinds) if packed else {}
+    gathered = _packed_forward(model, kinds) if share and worth_packing(kinds) else {}
     found = {
         kind: kind_inputs(model, terms, kind, rows, refs.get(kind), layer, chunk, gathered.get(kind))
         for kind, rows in kinds.items()
@@ -274,10 +268,6 @@ def micro_batch_loss(
         # constant with nothing to back-propagate (the plain step gave it a zero gradient)
         if backward is not None and loss.requires_grad:
             (loss * backward).backward()
-        elif backward is not None and gathers_in_forward(model):
-            # sharded: the other ranks' backward gathers layers that this rank's would not (kind_inputs
-            # keeps an empty group on the graph; this guards any other loss without a gradient)
-            raise RuntimeError("model.shard fsdp: a loss without a gradient would put the ranks out of step")
         if backward is not None:
             loss = loss.detach()
         total = total + loss

@@ -22,17 +22,16 @@ from lethe.core.run.pipeline import run_job
 from lethe.core.spec.fields import TrainConfig
 from lethe.core.spec.job import JobSpec, SpecError, parse_spec
 from lethe.core.training import distributed as dp
-from lethe.core.training.checkpoint import STATE_FILE
 from lethe.core.training.distributed import RankFailed
 from lethe.core.training.hooks import Cancelled, Paused, Progress, RunHooks
 
 STEPS = 5
 
 
-def small_spec(devices: int, shard: str = "none", **unlearn_train: Any) -> JobSpec:
+def small_spec(devices: int, **unlearn_train: Any) -> JobSpec:
     """examples/tiny.yaml, shortened: 2 fine-tuning steps, STEPS unlearning steps, short rows."""
     data = tiny_spec_data()
-    data["model"].update(devices=devices, shard=shard)
+    data["model"]["devices"] = devices
     data["finetune"]["train"].update(steps=2, batch_size=4)
     data["unlearn"]["train"].update({"steps": STEPS, "batch_size": 2, **unlearn_train})
     data["format"] = {"max_length": 64}
@@ -240,43 +239,3 @@ def test_a_rank_that_fails_to_start_ends_the_job_at_once_with_its_error(
     with pytest.raises(RankFailed, match=r"ended \(exit code 3; see rank-1.log\): broken on purpose"):
         run_job(small_spec(2), tmp_path / "run")
     assert time.monotonic() - began < 15  # the timeout is 300 s
-
-
-def test_fsdp_sharded_ranks_train_as_one_process_and_write_the_same_adapter(
-    one_process: Path, tmp_path: Path
-) -> None:
-    """model.shard fsdp: the base weights sharded over 2 gloo ranks during both stages give the
-    one-process losses and adapter (same file format), also across a pause and resume from a
-    checkpoint, whose trainable tensors are whole; rank 0 evaluates the gathered model."""
-    out, seen = tmp_path / "fsdp", []
-    hooks = RunHooks(on_progress=seen.append, checkpoint_every=2)
-    hooks.should_pause = lambda: any(p.stage == "unlearn" and p.step == 2 for p in seen)
-    with pytest.raises(Paused):
-        run_job(small_spec(2, "fsdp"), out, hooks)
-    saved = torch.load(out / "checkpoints" / "unlearn" / "step-0000002" / STATE_FILE, weights_only=False)
-    assert saved["model"] and all(type(t) is torch.Tensor for t in saved["model"].values())  # no DTensor
-    assert {name.replace(".default", "") for name in saved["model"]} == set(adapter(one_process))
-    run_job(small_spec(2, "fsdp"), out, RunHooks(checkpoint_every=2))
-    assert_same_training(one_process, out)
-    for log_file in (out / "run.log", out / "rank-1.log"):
-        assert "2 decoder layers and the root sharded over 2 ranks" in log_file.read_text()
-    metrics = json.loads((out / "metrics.json").read_text())
-    expected = json.loads((one_process / "metrics.json").read_text())
-    assert metrics["after"]["forget_nll"] == pytest.approx(expected["after"]["forget_nll"], rel=1e-3)
-    assert dp.current() is None and not _ranks_of_this_process()
-
-
-def test_fsdp_is_refused_without_several_devices_or_an_adapter() -> None:
-    data = small_spec(1).model_dump(by_alias=True)
-    data["model"]["shard"] = "fsdp"
-    with pytest.raises(
-        SpecError, match=r"model.shard fsdp shards .* set model.devices to 2 or more \(it is 1\)"
-    ):
-        parse_spec(data)
-    data["model"]["devices"] = 2
-    assert parse_spec(data).model.shard == "fsdp"
-    with pytest.raises(SpecError, match="give lora settings"):
-        parse_spec({**data, "lora": None})
-    select = {"select": {"every": 2, "probe_examples": 2}, "criterion": {"objective": "forget_nll"}}
-    with pytest.raises(SpecError, match=r"checkpoint selection \(select\)"):
-        parse_spec({**data, **select})
