@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from lethe.core.spec.subjects import DatasetFormat, DatasetSchema, EraseSpec, SubjectRows
+from lethe.core.spec.subjects import DatasetFormat, DatasetSchema, EraseSpec, SubjectRows, printable_source
 
 DEFAULT_TEMPLATE = "### Question: {prompt}\n### Answer: {response}"
 # the default of a field a validator builds when it is not given (None until then; typed Any so
@@ -58,10 +58,8 @@ class DatasetRef(StrictModel):
 
     @field_validator("source")
     @classmethod
-    def _no_control_characters(cls, value: str) -> str:
-        if any(ord(ch) < 32 for ch in value):
-            raise ValueError("source must not contain control characters")
-        return value
+    def _printable(cls, value: str) -> str:
+        return printable_source(value)
 
 
 class ModelSpec(StrictModel):

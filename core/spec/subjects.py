@@ -23,6 +23,13 @@ READ_FIELDS = ("source", "format", "schema_", "columns", "split", "revision")
 COLUMN = r"^[^\x00-\x1f]{1,200}$"
 
 
+def printable_source(value: str) -> str:
+    """A dataset reference without control characters (they would end up in logs and paths)."""
+    if any(ord(ch) < 32 for ch in value):
+        raise ValueError("source must not contain control characters")
+    return value
+
+
 class _Strict(BaseModel):
     """`fields.StrictModel`'s settings (not imported from there: `fields` imports this module)."""
 
@@ -90,10 +97,8 @@ class EraseSpec(_Strict):
 
     @field_validator("source")
     @classmethod
-    def _no_control_characters(cls, value: str) -> str:
-        if any(ord(ch) < 32 for ch in value):
-            raise ValueError("source must not contain control characters")
-        return value
+    def _printable(cls, value: str) -> str:
+        return printable_source(value)
 
     @field_validator("subjects")
     @classmethod
