@@ -13,6 +13,7 @@ shipped spec itself. They are written next to the example
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,8 @@ def one_format(shipped: dict[str, Any]) -> dict[str, Any]:
 def variants(shipped: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """a: the one-format spec; b: rows drawn across formats; c: b with LoRA on every linear layer
     and the robustness probes; d, e: b pushed harder (lr 6e-4 / 1e-3, 100 steps); f, g: the
-    shipped spec with checkpoint selection, seeds 0 and 1; h: f with normal_weight 16."""
+    shipped spec with checkpoint selection, seeds 0 and 1; h: f with normal_weight 16; i, j, l:
+    see below."""
     a = one_format(shipped)
     a["eval"].update(copy.deepcopy(EVAL))
     b = copy.deepcopy(a)
@@ -84,12 +86,40 @@ def variants(shipped: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out["h"] = copy.deepcopy(out["g"])
     out["h"]["seed"] = 0
     out["h"]["unlearn"]["normal_weight"] = 16.0
+    # i: h's KL weight doubled again, run longer, a checkpoint every 10; j: i with the probes (the
+    # shipped harmful-smollm2-select.yaml); l: i with the wider forget set (`wide_forget`)
+    out["i"] = copy.deepcopy(out["h"])
+    out["i"]["unlearn"]["normal_weight"] = 32.0
+    out["i"]["unlearn"]["train"]["steps"] = 140
+    out["i"]["select"] = {"every": 10, "patience": None}
+    out["j"] = copy.deepcopy(out["i"])
+    out["j"]["probes"] = copy.deepcopy(PROBES)
+    out["l"] = copy.deepcopy(out["i"])
+    out["l"]["unlearn"]["forget"]["source"] = f"data/{WIDE_FORGET}"
     for name, spec in out.items():
         spec["name"] = f"exp-{name}"
     return out
 
 
+WIDE_FORGET = "_harmful_forget_wide.jsonl"  # gitignored like the specs (examples/data/_*)
+
+
+def wide_forget() -> Path:
+    """Run l's forget set: the example's 120 forget prompts, then the train split's plain harmful
+    requests of `builtin:judge_train` (one wording each; in neither evaluation set)."""
+    data = EXAMPLES / "data"
+    rows = [json.loads(line) for line in (data / "harmful_forget.jsonl").read_text().splitlines() if line]
+    judge_rows = (EXAMPLES.parent / "core" / "data" / "builtin" / "judge_train.jsonl").read_text()
+    for row in map(json.loads, judge_rows.splitlines()):
+        if row["kind"] == "compliant" and row["split"] == "train":
+            rows.append({"prompt": row["prompt"], "source": f"judge_train:{row['category']}"})
+    path = data / WIDE_FORGET
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
 def main() -> None:
+    print(wide_forget())
     base = yaml.safe_load((EXAMPLES / "harmful-smollm2.yaml").read_text(encoding="utf-8"))
     for name, spec in variants(base).items():
         path = EXAMPLES / f"_exp_{name}.yaml"
