@@ -288,7 +288,9 @@ def _run(spec: JobSpec, out: Path, hooks: RunHooks) -> RunSummary:
     probes = None
     if spec.probes is not None:
         _stage(hooks, "probes")
-        probes = probes_report(spec, model, tokenizer, judge, sets, forget, normal, out, start, hooks)
+        probes = probes_report(
+            spec, model, tokenizer, judge, sets, forget, normal, out, start, hooks, after["metrics"]
+        )
     retrain = privacy_reference(spec, sets.privacy, out, hooks, lambda: _fresh_model(spec))
     report = judge_report(judge, spec)
     comparison = _comparison(spec, before, after, retrain)

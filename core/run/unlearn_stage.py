@@ -140,9 +140,11 @@ def probes_report(
     out: Path,
     start: dict[str, Any] | None = None,
     hooks: RunHooks | None = None,
+    after: dict[str, float] | None = None,
 ) -> dict[str, Any] | None:
     """Run the spec's robustness probes once; kept in the run folder, read back when resuming.
-    Progress: probes done of those the spec enables."""
+    Progress: probes done of those the spec enables. `after`: the job's own metrics after
+    unlearning (the privacy probes' NF4 baseline: not evaluated again)."""
     probes = spec.probes
     if probes is None:
         return None
@@ -155,9 +157,7 @@ def probes_report(
     report = run_probes(
         model, tokenizer, spec, judge, sets, forget, normal, objective, start, on_probe=ticker.advance
     )
-    after = out / "eval_after.json"  # written before the probes: its privacy figures are not re-run
-    metrics = json.loads(after.read_text(encoding="utf-8"))["metrics"] if after.exists() else None
-    report |= run_privacy_probes(model, tokenizer, spec, sets.privacy, metrics)
+    report |= run_privacy_probes(model, tokenizer, spec, sets.privacy, after)
     ticker.advance(enabled)  # a probe that had nothing to measure (no judge, one example) is done too
     runfolder.write_json(cached, report)
     log.info("probes: %s", report["summary"])
