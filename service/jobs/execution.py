@@ -57,11 +57,13 @@ def store_files(
     rt: Runtime, claim: Claim, files: list[artifacts.PackedFile], fence: Callable[[], None]
 ) -> list[Artifact]:
     """Upload each file to storage first; the rows are written later with the final status.
-    `fence` before each upload: a worker that lost the job must not replace the objects that the
-    attempt which took it over has stored (their rows carry the other attempt's hashes)."""
+    Keys carry the attempt: a worker that lost the job cannot replace the objects of the attempt
+    that took it over (their rows carry that attempt's hashes), even with an upload that slipped
+    past its `fence` between the check and the write; only the attempt that finishes, fenced in
+    the database, writes rows, so a stale attempt's objects are never served."""
     rows = []
     for f in files:
-        key = f"jobs/{claim.job_id}/{f.name}"
+        key = f"jobs/{claim.job_id}/a{claim.attempt}/{f.name}"
         fence()
         rt.storage.put_file(key, f.path)
         rows.append(

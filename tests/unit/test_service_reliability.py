@@ -21,7 +21,7 @@ from lethe.core.spec.job import parse_spec
 from lethe.service.infra.db import Artifact, Dataset, Job, JobEvent, transaction, utcnow
 from lethe.service.infra.object_store import StorageError
 from lethe.service.jobs import records as jobs
-from lethe.service.jobs.claim import Outcome, claim_job
+from lethe.service.jobs.claim import Claim, Outcome, claim_job
 from lethe.service.jobs.reconcile import Maintenance, Reconciler, check_heartbeats
 from lethe.service.trust import auth
 
@@ -313,7 +313,7 @@ def test_a_stale_attempt_writes_nothing_to_the_run_folder(queued_runtime, tmp_pa
 
     from lethe.core.run.pipeline import run_job
     from lethe.core.training.engine import Progress
-    from lethe.service.jobs.claim import Claim, Heartbeat, LeaseLost
+    from lethe.service.jobs.claim import Heartbeat, LeaseLost
     from lethe.service.jobs.progress import Reporter
 
     rt, _ = queued_runtime
@@ -350,6 +350,35 @@ def test_a_stale_attempt_writes_nothing_to_the_run_folder(queued_runtime, tmp_pa
     rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["stage"] == "unlearn"] == [1, 2, 3, 4, 5, 6]
     assert summary.metrics["training"]["steps"] == 6
+
+
+def test_a_stale_upload_that_passed_its_fence_cannot_replace_the_new_attempts_artifact(
+    queued_runtime: tuple[Any, Any], tmp_path: Path
+) -> None:
+    """The fence checks the claim before a write, not with it: a worker stopped between the two
+    lands its upload after another attempt has stored its own. Keys per attempt keep the new
+    attempt's object, and the row the finishing attempt writes, intact."""
+    from lethe.service.jobs.execution import finish, store_files
+    from lethe.service.storage import artifacts
+
+    rt, _ = queued_runtime
+    job = new_job(rt)
+    first = claim_job(rt, job.id)
+    age(rt, job.id)
+    second = claim_job(rt, job.id)
+    assert isinstance(first, Claim) and isinstance(second, Claim) and second.attempt == 2
+    ours, stale = tmp_path / "ours" / "metrics.json", tmp_path / "stale" / "metrics.json"
+    for path, text in ((ours, '{"attempt": 2}'), (stale, '{"attempt": 1}')):
+        path.parent.mkdir()
+        path.write_text(text)
+    rows = store_files(rt, second, [artifacts.pack(ours, "metrics.json", "application/json")], lambda: None)
+    store_files(rt, first, [artifacts.pack(stale, "metrics.json", "application/json")], lambda: None)
+    finish(rt, second, "succeeded", rows=rows)
+    with rt.sessions() as session:
+        row = session.scalars(select(Artifact).where(Artifact.job_id == job.id)).one()
+    with rt.storage.open(row.storage_key) as stored:
+        assert stored.read() == b'{"attempt": 2}'
+    assert artifacts.file_sha256(ours) == row.sha256
 
 
 # ------------------------------------------------------------------ graceful drains
