@@ -95,7 +95,7 @@ def _claim(rt: Runtime, job_id: uuid.UUID, tenant: str) -> Claim | Outcome:
 
 def give_up(session: Session, settings: Settings, *where: Any) -> bool:
     """Fail the jobs matching `where` whose workers vanished `max_attempts` times already; True
-    if any was. A claim that ended in a graceful drain (`requeue_drained`: its worker was asked to
+    if any was. A claim that ended in a graceful drain (`requeue(drained=True)`: its worker was asked to
     shut down and stopped the job at a checkpoint) is no such failure: a long job that outlives
     several deploys must not be failed for them, so drains do not count."""
     candidates = session.execute(
@@ -185,14 +185,22 @@ class Heartbeat:
             raise LeaseLost(str(self.claim.job_id))
 
 
-def requeue_drained(rt: Runtime, claim: Claim, reason: str) -> bool:
-    """Queue a job again whose worker stopped it at a checkpoint to shut down, if the claim
-    still holds; the next claim resumes from that checkpoint. False if another worker has it."""
+def requeue(rt: Runtime, claim: Claim, reason: str, *, drained: bool) -> bool:
+    """Queue a job again, if the claim still holds; the next claim resumes from its last
+    checkpoint. False if another worker has it. `drained`: the worker stopped the job at a
+    checkpoint to shut down, no failure of it (not counted by `give_up`); otherwise the attempt
+    failed in a way another try may not (a rank of a multi-device job died) and counts."""
     with transaction(rt.sessions) as session:
         done = session.execute(fenced(claim).values(status="queued"))
         if not affected(done):
             return False
-        # `drained` marks this claim as no failure of its worker: see `give_up`
-        event = {"status": "queued", "reason": reason, "attempt": claim.attempt, "drained": True}
+        event = {"status": "queued", "reason": reason, "attempt": claim.attempt, "drained": drained}
         add_event(session, claim.job_id, "status", event)
     return True
+
+
+def attempts_left(rt: Runtime, claim: Claim) -> int:
+    """How many more failed attempts the job may have (`max_attempts` less those counted so far,
+    this one included; drains do not count)."""
+    with rt.sessions() as session:
+        return rt.settings.max_attempts - (claim.attempt - drains(session, claim.job_id))

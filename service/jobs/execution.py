@@ -30,9 +30,10 @@ from lethe.service.jobs.claim import (
     Heartbeat,
     LeaseLost,
     Outcome,
+    attempts_left,
     claim_job,
     fenced,
-    requeue_drained,
+    requeue,
 )
 from lethe.service.jobs.progress import Reporter
 from lethe.service.jobs.records import add_event
@@ -135,7 +136,9 @@ def write_report_safely(run_dir: Path) -> None:
 
 def _run_claimed(rt: Runtime, claim: Claim, work: Path, beat: Heartbeat) -> str:
     """Run the claimed job to a final state and return it, or "requeued" if the worker's drain
-    flag stopped it at a checkpoint."""
+    flag stopped it at a checkpoint, or a process of a multi-device job failed and the job has
+    attempts left (it counts as one, like a vanished worker)."""
+    from lethe.core.training.distributed import RankFailed
     from lethe.core.training.hooks import Cancelled, Paused
 
     run_dir = work / "run"
@@ -158,9 +161,16 @@ def _run_claimed(rt: Runtime, claim: Claim, work: Path, beat: Heartbeat) -> str:
         )
         return "succeeded"
     except Paused as stop:
-        if not requeue_drained(rt, claim, f"its worker is shutting down ({stop}); it resumes there"):
+        if not requeue(rt, claim, f"its worker is shutting down ({stop}); it resumes there", drained=True):
             raise LeaseLost(str(claim.job_id)) from None
         return "requeued"
+    except RankFailed as err:  # a device or its process died: another try resumes from a checkpoint
+        if attempts_left(rt, claim) > 0:
+            log.warning("job %s: %s; queued again", claim.job_id, err)
+            if not requeue(rt, claim, f"a process of the job failed ({err}); it resumes", drained=False):
+                raise LeaseLost(str(claim.job_id)) from None
+            return "requeued"
+        return _fail(rt, claim, run_dir, beat, err)
     except Cancelled:
         if beat.lost.is_set():
             raise LeaseLost(str(claim.job_id)) from None
@@ -169,17 +179,15 @@ def _run_claimed(rt: Runtime, claim: Claim, work: Path, beat: Heartbeat) -> str:
     except LeaseLost:
         raise
     except Exception as err:
-        log.exception("job %s failed", claim.job_id)
-        tail = "".join(traceback.format_exception(err)[-3:])[-4000:]
-        finish(
-            rt,
-            claim,
-            "failed",
-            rows=_logs(rt, claim, run_dir, beat),
-            error=describe(err),
-            payload={"traceback": tail},
-        )
-        return "failed"
+        return _fail(rt, claim, run_dir, beat, err)
+
+
+def _fail(rt: Runtime, claim: Claim, run_dir: Path, beat: Heartbeat, err: Exception) -> str:
+    log.exception("job %s failed", claim.job_id, exc_info=err)
+    tail = "".join(traceback.format_exception(err)[-3:])[-4000:]
+    rows = _logs(rt, claim, run_dir, beat)
+    finish(rt, claim, "failed", rows=rows, error=describe(err), payload={"traceback": tail})
+    return "failed"
 
 
 def _logs(rt: Runtime, claim: Claim, run_dir: Path, beat: Heartbeat) -> list[Artifact]:

@@ -410,3 +410,34 @@ def test_a_drained_attempt_does_not_count_toward_max_attempts(
         row = session.get(Job, job.id)
         assert row is not None and row.attempts == 2 * limit + 1
         assert f"stopped responding {limit} times" in (row.error or "")
+
+
+def test_a_failed_rank_queues_the_job_again_until_its_attempts_run_out(
+    queued_runtime: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process of a multi-device job that dies (a GPU fault, the kernel's OOM killer) is an
+    infrastructure failure like a vanished worker: the job is queued again to resume from its
+    checkpoint, and each such attempt counts toward LETHE_MAX_ATTEMPTS, after which it fails
+    with the rank's own message (it used to fail at the first)."""
+    from lethe.core.training.distributed import RankFailed
+    from lethe.service.jobs.execution import execute_job
+
+    def rank_dies(spec: Any, out_dir: Path, hooks: Any = None) -> Any:
+        raise RankFailed("rank 1 of 2 ended (signal 9; see rank-1.log)")
+
+    monkeypatch.setattr("lethe.core.run.pipeline.run_job", rank_dies)
+    rt, _ = queued_runtime
+    job, limit = new_job(rt), rt.settings.max_attempts
+    assert [execute_job(rt, job.id) for _ in range(limit)] == [Outcome.REQUEUED] * (limit - 1) + [
+        Outcome.DONE
+    ]
+    with rt.sessions() as session:
+        row = session.get(Job, job.id)
+        assert row is not None and row.status == "failed" and row.attempts == limit
+        assert "rank 1 of 2 ended (signal 9" in (row.error or "")
+        reasons = session.scalars(
+            select(JobEvent.payload).where(JobEvent.job_id == job.id, JobEvent.kind == "status")
+        ).all()
+    queued = [p for p in reasons if p.get("status") == "queued" and "attempt" in p]
+    assert len(queued) == limit - 1 and not any(p["drained"] for p in queued)
+    assert "a process of the job failed (rank 1 of 2" in queued[0]["reason"]
