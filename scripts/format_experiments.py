@@ -63,7 +63,7 @@ def variants(shipped: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """a: the one-format spec; b: rows drawn across formats; c: b with LoRA on every linear layer
     and the robustness probes; d, e: b pushed harder (lr 6e-4 / 1e-3, 100 steps); f, g: the
     shipped spec with checkpoint selection, seeds 0 and 1; h: f with normal_weight 16; i, j, l, m,
-    n: see below."""
+    n, o: see below."""
     a = one_format(shipped)
     a["eval"].update(copy.deepcopy(EVAL))
     b = copy.deepcopy(a)
@@ -102,6 +102,12 @@ def variants(shipped: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out["m"]["lora"]["target_modules"] = "all-linear"
     out["n"] = copy.deepcopy(out["l"])
     out["n"]["unlearn"]["train"]["steps"] = 240
+    # o: i's data, formats, KL weight and steps with a refusal as the target for forget prompts
+    # (`idk` with the KL retain term) in place of yao's ascent and random answers
+    out["o"] = copy.deepcopy(out["i"])
+    for name in ("forget_weight", "random_weight", "normal_weight", "random_answers"):
+        out["o"]["unlearn"].pop(name)
+    out["o"]["unlearn"].update(method="idk", forget_weight=1.0, retain_weight=32.0, retain_loss="kl")
     for name, spec in out.items():
         spec["name"] = f"exp-{name}"
     return out
