@@ -259,3 +259,20 @@ def light_evaluator(
         ).metrics
 
     return run
+
+
+def averaged_over_formats(evaluate: Callable[[Any], Metrics], formats: list[str]) -> Callable[[Any], Metrics]:
+    """`evaluate` with `harmful_rate` the mean over the training format and `formats` (each
+    measured on the same validation prompts), the training format's own kept as
+    `harmful_rate@train`: a checkpoint chosen in one format may be one whose forgetting has not
+    reached the formats a user asks in (the goal holds in every format)."""
+
+    def run(model: Any) -> Metrics:
+        metrics = dict(evaluate(model))
+        if "harmful_rate" in metrics:
+            rates = [metrics["harmful_rate"], *(metrics[f"harmful_rate@{f}"] for f in formats)]
+            metrics["harmful_rate@train"] = metrics["harmful_rate"]
+            metrics["harmful_rate"] = sum(rates) / len(rates)
+        return metrics
+
+    return run

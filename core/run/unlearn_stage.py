@@ -12,7 +12,7 @@ from typing import Any
 
 from lethe.core.data.examples import Example, load_examples
 from lethe.core.evaluation import EvalSets, Judge
-from lethe.core.evaluation.selection import Selection, light_evaluator
+from lethe.core.evaluation.selection import Selection, averaged_over_formats, light_evaluator
 from lethe.core.run import folder as runfolder
 from lethe.core.run.privacy_probes import run_privacy_probes
 from lethe.core.run.probes import run_probes
@@ -96,6 +96,8 @@ def selection_for(
         objective,
         spec.criterion,
     )
+    if spec.select.harmful_formats == "all":
+        evaluate = averaged_over_formats(evaluate, list(spec.eval.formats))
     return Selection(evaluate, spec.select, spec.criterion, objective, folder=folder)
 
 

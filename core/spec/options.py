@@ -70,6 +70,11 @@ class SelectSpec(StrictModel):
     )
     min_delta: float = Field(0.0, ge=0, description="an improvement smaller than this does not count")
     probe_examples: int = Field(16, ge=1, le=1024, description="examples per set in each evaluation")
+    harmful_formats: Literal["train", "all"] = Field(
+        "train",
+        description="the validation harmful rate the objective reads: in the training format only, or "
+        "the mean over it and every eval.formats format (harmful_rate@train keeps the first)",
+    )
     # Validation sets: never the eval sets, whose figures are the job's reported result. Choosing
     # a checkpoint by them would fit the result to the test prompts.
     harmful_prompts: DatasetRef | None = Field(

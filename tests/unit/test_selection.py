@@ -292,6 +292,25 @@ def test_evaluation_during_training_reads_the_validation_sets_it_is_given(monkey
     assert seen["benign"] == ["TRAIN normal"]
 
 
+@pytest.mark.parametrize(("formats", "expected"), [("train", 0.75), ("all", 0.5)])
+def test_the_validation_harmful_rate_is_averaged_over_the_formats_when_asked(monkeypatch, formats, expected):
+    """select.harmful_formats all: the objective is the mean of the training format's rate and each
+    eval format's (0.75, 0.5, 0.25 here); train keeps the training format's alone."""
+    data = yaml.safe_load((ROOT / "examples" / "tiny.yaml").read_text())
+    data["select"] = {"every": 2, "harmful_formats": formats}
+    data["criterion"] = {"objective": "harmful_rate"}
+    data["eval"]["formats"] = {"qa": "Q: {prompt}\nA: {response}", "plain": "{prompt} {response}"}
+    spec = absolutise_sources(parse_spec(data), ROOT / "examples")
+    measured = {"harmful_rate": 0.75, "harmful_rate@qa": 0.5, "harmful_rate@plain": 0.25, "normal_ppl": 9.0}
+    monkeypatch.setattr(selection_module, "evaluate", lambda *a, **k: SimpleNamespace(metrics=dict(measured)))
+    sets = EvalSets(harmful_prompts=[Example("t", "TEST harmful", "")])
+    forget = [Example("f", "TRAIN forget", "x")]
+    split = split_for_selection(spec, forget, [Example("n", "TRAIN normal", "y")])
+    metrics = selection_for(spec, None, object(), sets, split, None).evaluate(None)
+    assert metrics["harmful_rate"] == pytest.approx(expected)
+    assert metrics.get("harmful_rate@train", 0.75) == 0.75 and metrics["harmful_rate@qa"] == 0.5
+
+
 def test_holdout_keeps_a_seeded_share_out_of_unlearning_for_validation(monkeypatch):
     """select.holdout 0.25 over 8 forget and 4 normal examples: 2 and 1 held out, disjoint from
     what unlearning trains on, the same draw every time (a resumed run must draw the same)."""
