@@ -38,6 +38,10 @@ class Placement:
     estimate: MemoryEstimate | None = None
     note: str = ""  # where the estimate came from, or why there is none
 
+    def describe(self) -> str:
+        """The estimate and its source (or why there is none), as the queued event tells it."""
+        return _told(self.estimate, self.note)
+
 
 def queues(settings: Settings) -> dict[str, QueueCapacity]:
     """The queues in placement order: `queue_capacity`, else today's from the device settings."""

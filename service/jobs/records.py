@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -34,7 +35,6 @@ from lethe.service.infra.db import (
 from lethe.service.infra.errors import Conflict, Invalid, Problem, Unavailable
 from lethe.service.infra.pages import Page, paginate
 from lethe.service.infra.runtime import Runtime
-from lethe.service.infra.settings import Settings
 from lethe.service.jobs import placement, policy, transitions
 from lethe.service.storage.datasets import check_s3_uri, dataset_id_of, hub_unreachable
 from lethe.service.storage.subjects import subject_problems
@@ -44,10 +44,14 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------ spec inspection
-def choose_queue(spec: JobSpec, settings: Settings) -> str:
-    """The first queue whose workers can run the job (`placement.place`); `_validate` has refused
-    a job that fits none, so the fallback is never taken for a validated spec."""
-    return placement.place(spec, settings).queue or "cpu"
+@dataclass(frozen=True)
+class Validated:
+    """A spec that passed `_validate`: as it is stored (normalised references), the datasets it
+    uses, and where it runs (`placement.place`, which found a queue)."""
+
+    spec: JobSpec
+    used: set[uuid.UUID]
+    placed: placement.Placement
 
 
 def _check_ref(
@@ -85,10 +89,9 @@ def _check_ref(
     return None, ref if checked == source else ref.model_copy(update={"source": checked})
 
 
-def _validate(rt: Runtime, session: Session, spec: JobSpec, tenant: str) -> tuple[JobSpec, set[uuid.UUID]]:
-    """Check what pydantic cannot: the model reference, every dataset reference and the job's size
-    (`policy.size_problems`). Returns the spec as it is stored (a copy with normalised references)
-    and the datasets it uses."""
+def _validate(rt: Runtime, session: Session, spec: JobSpec, tenant: str) -> Validated:
+    """Check what pydantic cannot: the model reference, every dataset reference, the job's size
+    (`policy.size_problems`) and that some queue's workers can run it (`placement`)."""
     from lethe.core.models.errors import ModelError
     from lethe.core.models.loading import check_model_reference
 
@@ -98,8 +101,10 @@ def _validate(rt: Runtime, session: Session, spec: JobSpec, tenant: str) -> tupl
             check_model_reference(spec.model)
     except ModelError as err:
         problems.append(Problem("model.name", str(err)))
+    placed = placement.Placement(None)
     if not any(p.field == "model.name" for p in problems):  # only an allowed model's config is read
-        problems.extend(placement.place(spec, rt.settings).problems)  # no queue's workers can run it
+        placed = placement.place(spec, rt.settings)
+        problems.extend(placed.problems)  # no queue's workers can run it
     used: set[uuid.UUID] = set()
     counts: dict[str, int | None] = {}  # examples of each dataset the tenant may use, by source
 
@@ -122,7 +127,7 @@ def _validate(rt: Runtime, session: Session, spec: JobSpec, tenant: str) -> tupl
     problems.extend(policy.size_problems(spec, limits_of_tenant, lambda ref: counts.get(ref.source)))
     if problems:
         raise Invalid(problems)
-    return checked_spec, used
+    return Validated(checked_spec, used, placed)
 
 
 # ------------------------------------------------------------------ create and read
@@ -153,7 +158,8 @@ def create_job(
     callback = webhooks.checked_url(rt.settings, callback_url) if callback_url else None
     with limits.tenant_lock(rt, tenant), transaction(rt.sessions) as session:
         limits.check_queue_quota(session, rt.settings, tenant)
-        spec, used = _validate(rt, session, spec, tenant)
+        valid = _validate(rt, session, spec, tenant)
+        spec, queue = valid.spec, valid.placed.queue or "cpu"  # a validated spec has its queue
         # exclude_unset: the worker needs to know which dataset options the user set (see
         # execution.resolve_datasets); the run folder's spec.yaml has every default filled in.
         job = Job(
@@ -161,7 +167,7 @@ def create_job(
             name=spec.name,
             status="queued",
             spec=spec.model_dump(mode="json", by_alias=True, exclude_unset=True),
-            queue=choose_queue(spec, rt.settings),
+            queue=queue,
             attempts=0,
             cancel_requested=False,
             submitted_by=submitted_by,
@@ -171,8 +177,10 @@ def create_job(
         session.flush()
         if callback:
             session.add(JobCallback(job_id=job.id, url=callback))
-        session.add_all(JobDataset(job_id=job.id, dataset_id=d) for d in sorted(used))
-        add_event(session, job.id, "status", {"status": "queued", "queue": job.queue})
+        session.add_all(JobDataset(job_id=job.id, dataset_id=d) for d in sorted(valid.used))
+        # why this queue: the memory estimate and its source, for whoever wonders where it runs
+        queued = {"status": "queued", "queue": queue, "placement": valid.placed.describe()}
+        add_event(session, job.id, "status", queued)
     if rt.dispatcher is None:
         raise RuntimeError("the runtime has no dispatcher (see lethe.worker.dispatch)")
     try:

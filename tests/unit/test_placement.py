@@ -96,6 +96,11 @@ def test_each_job_goes_to_the_first_queue_that_fits(make_api: MakeApi) -> None:
         "nf4": submit(api, ds, NF4),
     }
     queues = {case: r.json().get("queue", r.text) for case, r in chosen.items()}
+    events = api.get(f"/v1/jobs/{chosen['over 2 GiB'].json()['id']}/events").json()
+    placed = next(e["payload"] for e in events if e["payload"].get("status") == "queued")
+    # the queued event says why: the estimate (over the small queue's 2 GiB) and where it came from
+    assert placed["queue"] == "big" and "estimated" in placed["placement"]
+    assert "parameters from the built-in tiny-llama's configuration" in placed["placement"]
     assert queues == {
         "auto: GPU first": "small",
         "cpu": "cpu",
