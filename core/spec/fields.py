@@ -127,10 +127,11 @@ class TrainConfig(StrictModel):
         None, gt=0, description="stop early once the forget-answer NLL reaches this value"
     )
     checkpoint_every: int = Field(0, ge=0, description="write a resumable checkpoint every N steps; 0: off")
-    cache_reference: bool = Field(
-        False,
+    cache_reference: bool | Literal["auto"] = Field(
+        "auto",
         description="compute the original model's outputs on every row the run will use once, "
-        "before the first step, so no step runs a reference forward",
+        "before the first step, so no step runs a reference forward; auto: when the terms need only "
+        "answer log-probs (small) and the run visits more rows than it has distinct ones",
     )
     gradient_checkpointing: bool = Field(
         False,

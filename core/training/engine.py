@@ -14,6 +14,7 @@ through `dp.agree`.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -70,6 +71,8 @@ __all__ = [
     "plan_steps",
     "run_stage",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -212,9 +215,14 @@ def prepare_reference(
     wanted = wanted_reference(stage.terms)
     if source is None or not wanted or not stage.train.cache_reference:
         return source
-    rows = planned_rows(
-        stage.data, set(wanted), total * stage.train.grad_accum, stage.train.batch_size, stage.seed
-    )
+    micro_batches, size = total * stage.train.grad_accum, stage.train.batch_size
+    if stage.train.cache_reference == "auto" and any(needs - {"logp"} for needs in wanted.values()):
+        return source  # logits and activations cost vocabulary- or width-sized memory per position
+    rows = planned_rows(stage.data, set(wanted), micro_batches, size, stage.seed)
+    distinct, visits = sum(map(len, rows.values())), micro_batches * size * len(wanted)
+    if stage.train.cache_reference == "auto" and distinct >= visits:
+        return source  # every row is read about once: a cache would cost what the steps save
+    log.info("reference cached: %d distinct rows for %d row visits", distinct, visits)
     device = next(model.parameters()).device
     return build_cache(
         source,

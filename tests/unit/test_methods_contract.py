@@ -191,9 +191,10 @@ def test_batch_times_accumulation_gives_the_same_gradient(name):
 @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
 def test_cached_reference_gives_the_same_loss_and_gradient_as_live(name, lora):
     model, tok = fresh_model(lora)
-    method = method_stage(name, steps=3, grad_accum=2)
+    method = method_stage(name, steps=3, grad_accum=2, cache_reference=False)
     stage = stage_of(method)
     live = prepare_reference(model, tok, stage, Reference(model), total=3)
+    assert type(live).__name__ == "LiveReference"
     cached = prepare_reference(
         model,
         tok,
@@ -241,6 +242,23 @@ def test_the_kl_retain_variant_reads_the_reference_and_caches_it(name):
     assert optimizer_step(model, tok, cached, stage, 1) == pytest.approx(
         optimizer_step(model, tok, Reference(model), stage, 1), rel=1e-5, abs=1e-6
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "steps", "expected"),
+    [
+        ("npo", 40, "CachedReference"),  # log-probs only, 80 row visits of 8 forget rows
+        ("npo", 1, "LiveReference"),  # 2 visits, 2 distinct rows: a cache would save nothing
+        ("yao", 40, "LiveReference"),  # the KL reads logits: vocabulary-sized memory per position
+        ("rmu", 40, "LiveReference"),  # activations: width-sized memory per position
+    ],
+)
+def test_cache_reference_auto_caches_small_outputs_that_are_read_more_than_once(name, steps, expected):
+    model, tok = fresh_model()
+    method = method_stage(name, steps=steps)
+    assert method.train.cache_reference == "auto"  # the default
+    source = prepare_reference(model, tok, stage_of(method), Reference(model), total=steps)
+    assert type(source).__name__ == expected
 
 
 def test_a_cached_step_runs_no_reference_forward():
