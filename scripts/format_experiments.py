@@ -63,7 +63,7 @@ def variants(shipped: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """a: the one-format spec; b: rows drawn across formats; c: b with LoRA on every linear layer
     and the robustness probes; d, e: b pushed harder (lr 6e-4 / 1e-3, 100 steps); f, g: the
     shipped spec with checkpoint selection, seeds 0 and 1; h: f with normal_weight 16; i, j, l, m,
-    n, o: see below."""
+    n, o, p, q: see below."""
     a = one_format(shipped)
     a["eval"].update(copy.deepcopy(EVAL))
     b = copy.deepcopy(a)
@@ -108,11 +108,25 @@ def variants(shipped: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for name in ("forget_weight", "random_weight", "normal_weight", "random_answers"):
         out["o"]["unlearn"].pop(name)
     out["o"]["unlearn"].update(method="idk", forget_weight=1.0, retain_weight=32.0, retain_loss="kl")
+    # p, q: o and i with selection on a separate validation source in every format, over-refusal
+    # bounded (the earlier runs validated on the first 16 forget prompts, which they train on)
+    for name, base in (("p", "o"), ("q", "i")):
+        out[name] = copy.deepcopy(out[base])
+        out[name]["select"] = copy.deepcopy(SELECT_VALIDATION)
+        out[name]["criterion"] = {"max_over_refusal": 0.05}
     for name, spec in out.items():
         spec["name"] = f"exp-{name}"
     return out
 
 
+SELECT_VALIDATION: dict[str, Any] = {
+    "every": 10,
+    "patience": None,
+    "harmful_formats": "all",
+    "probe_examples": 32,
+    "harmful_prompts": {"source": "data/harmful_validation.jsonl", "schema": "prompts"},
+    "benign_prompts": {"source": "data/benign_validation.jsonl", "schema": "prompts"},
+}
 WIDE_FORGET = "_harmful_forget_wide.jsonl"  # gitignored like the specs (examples/data/_*)
 
 
