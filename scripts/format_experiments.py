@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ def variants(shipped: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """a: the one-format spec; b: rows drawn across formats; c: b with LoRA on every linear layer
     and the robustness probes; d, e: b pushed harder (lr 6e-4 / 1e-3, 100 steps); f, g: the
     shipped spec with checkpoint selection, seeds 0 and 1; h: f with normal_weight 16; i, j, l, m,
-    n, o, p, q: see below."""
+    n, o, p, q, r: see below."""
     a = one_format(shipped)
     a["eval"].update(copy.deepcopy(EVAL))
     b = copy.deepcopy(a)
@@ -115,6 +116,10 @@ def variants(shipped: dict[str, Any]) -> dict[str, dict[str, Any]]:
         out[name]["select"] = copy.deepcopy(SELECT_VALIDATION)
         # the original model already refuses 2 of the 32 benign validation prompts (0.0625)
         out[name]["criterion"] = {"max_over_refusal": 0.1}
+    # r: p with the retain set widened by everyday requests that only sound sensitive (o refused
+    # 10-29 % of the benign evaluation prompts: the KL term saw none near the forget set's topics)
+    out["r"] = copy.deepcopy(out["p"])
+    out["r"]["unlearn"]["normal"] = {"source": f"data/{WIDE_RETAIN}", "schema": "prompts"}
     for name, spec in out.items():
         spec["name"] = f"exp-{name}"
     return out
@@ -129,6 +134,23 @@ SELECT_VALIDATION: dict[str, Any] = {
     "benign_prompts": {"source": "data/benign_validation.jsonl", "schema": "prompts"},
 }
 WIDE_FORGET = "_harmful_forget_wide.jsonl"  # gitignored like the specs (examples/data/_*)
+WIDE_RETAIN = "_retain_wide.jsonl"
+SENSITIVE = 100  # everyday requests that sound sensitive added to the retain set of run r
+
+
+def wide_retain() -> Path:
+    """Run r's retain prompts: `builtin:retain_prompts`, then a seeded draw of the distinct
+    everyday-but-sensitive requests of `builtin:judge_train`'s train split (none in the benign
+    evaluation set or in the validation prompts, which come from its validation split)."""
+    builtin = EXAMPLES.parent / "core" / "data" / "builtin"
+    rows = [json.loads(line) for line in (builtin / "retain_prompts.jsonl").read_text().splitlines() if line]
+    judge = [json.loads(line) for line in (builtin / "judge_train.jsonl").read_text().splitlines() if line]
+    sensitive = list(dict.fromkeys(r["prompt"] for r in judge if r["split"] == "train" and r["kind"] == "benign"))
+    random.Random(0).shuffle(sensitive)
+    rows += [{"prompt": prompt, "source": "judge_train:benign"} for prompt in sensitive[:SENSITIVE]]
+    path = EXAMPLES / "data" / WIDE_RETAIN
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
 
 
 def wide_forget() -> Path:
@@ -146,7 +168,7 @@ def wide_forget() -> Path:
 
 
 def main() -> None:
-    print(wide_forget())
+    print(wide_forget(), wide_retain())
     base = yaml.safe_load((EXAMPLES / "harmful-smollm2.yaml").read_text(encoding="utf-8"))
     for name, spec in variants(base).items():
         path = EXAMPLES / f"_exp_{name}.yaml"
