@@ -145,7 +145,8 @@ def wide_retain() -> Path:
     builtin = EXAMPLES.parent / "core" / "data" / "builtin"
     rows = [json.loads(line) for line in (builtin / "retain_prompts.jsonl").read_text().splitlines() if line]
     judge = [json.loads(line) for line in (builtin / "judge_train.jsonl").read_text().splitlines() if line]
-    sensitive = list(dict.fromkeys(r["prompt"] for r in judge if r["split"] == "train" and r["kind"] == "benign"))
+    benign = (r["prompt"] for r in judge if r["split"] == "train" and r["kind"] == "benign")
+    sensitive = list(dict.fromkeys(benign))
     random.Random(0).shuffle(sensitive)
     rows += [{"prompt": prompt, "source": "judge_train:benign"} for prompt in sensitive[:SENSITIVE]]
     path = EXAMPLES / "data" / WIDE_RETAIN
