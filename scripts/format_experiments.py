@@ -64,7 +64,7 @@ def variants(shipped: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """a: the one-format spec; b: rows drawn across formats; c: b with LoRA on every linear layer
     and the robustness probes; d, e: b pushed harder (lr 6e-4 / 1e-3, 100 steps); f, g: the
     shipped spec with checkpoint selection, seeds 0 and 1; h: f with normal_weight 16; i, j, l, m,
-    n, o, p, q, r, e1: see below."""
+    n, o, op, p, q, r, e1: see below."""
     a = one_format(shipped)
     a["eval"].update(copy.deepcopy(EVAL))
     b = copy.deepcopy(a)
@@ -120,12 +120,15 @@ def variants(shipped: dict[str, Any]) -> dict[str, dict[str, Any]]:
     # 10-29 % of the benign evaluation prompts: the KL term saw none near the forget set's topics)
     out["r"] = copy.deepcopy(out["p"])
     out["r"]["unlearn"]["normal"] = {"source": f"data/{WIDE_RETAIN}", "schema": "prompts"}
+    # op: o with the probes, run in a copy of o's folder (same job name: its stages are read back)
+    out["op"] = copy.deepcopy(out["o"])
+    out["op"]["probes"] = copy.deepcopy(PROBES)
     # e1: the shipped spec (run E) with seed 1 and no probes: the noise between two seeds
     out["e1"] = copy.deepcopy(shipped)
     out["e1"]["seed"] = 1
     out["e1"].pop("probes", None)
     for name, spec in out.items():
-        spec["name"] = f"exp-{name}"
+        spec["name"] = "exp-o" if name == "op" else f"exp-{name}"
     return out
 
 
