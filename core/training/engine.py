@@ -215,12 +215,13 @@ def prepare_reference(
     wanted = wanted_reference(stage.terms)
     if source is None or not wanted or not stage.train.cache_reference:
         return source
-    micro_batches, size = total * stage.train.grad_accum, stage.train.batch_size
-    if stage.train.cache_reference == "auto" and any(needs - {"logp"} for needs in wanted.values()):
+    auto = stage.train.cache_reference == "auto"
+    if auto and any(needs - {"logp"} for needs in wanted.values()):
         return source  # logits and activations cost vocabulary- or width-sized memory per position
+    micro_batches, size = total * stage.train.grad_accum, stage.train.batch_size
     rows = planned_rows(stage.data, set(wanted), micro_batches, size, stage.seed)
     distinct, visits = sum(map(len, rows.values())), micro_batches * size * len(wanted)
-    if stage.train.cache_reference == "auto" and distinct >= visits:
+    if auto and distinct >= visits:
         return source  # every row is read about once: a cache would cost what the steps save
     log.info("reference cached: %d distinct rows for %d row visits", distinct, visits)
     device = next(model.parameters()).device
